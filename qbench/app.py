@@ -1,0 +1,45 @@
+"""Hydra entry point: ``qbench run`` hands its arguments to :func:`hydra_main` unchanged."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from qbench import config as qconfig
+from qbench import paths
+
+qconfig.register_configs()
+
+# Exit status of the last task (Hydra's decorated main returns nothing): read by qbench.cli.
+exit_status = 0
+
+
+def task(cfg: DictConfig) -> object:
+    """One Hydra job = one cell."""
+    global exit_status
+    from qbench.runner import run_cell_job
+    from qbench.summary import print_cell
+
+    try:
+        outcome = run_cell_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except qconfig.ConfigError as exc:
+        print(f"qbench: {exc}", file=sys.stderr)
+        exit_status = 2
+        return None
+    record = outcome.record
+    if record["status"] == "skipped":
+        print(f"qbench: {record['cell']} cannot run here: {record['error']}", file=sys.stderr)
+        exit_status = 2
+        return outcome
+    print_cell(record)
+    exit_status = 0 if record["status"] == "finished" else 1
+    return outcome
+
+
+@hydra.main(config_path=str(paths.CONF_DIR), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> object:
+    return task(cfg)

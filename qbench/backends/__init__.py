@@ -1,0 +1,22 @@
+"""Backend registry (names are the values of ``backend.name`` / ``backend=`` in configs)."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from qbench.backends.base import Backend, DeployContext, Deployment, UnsupportedScheme
+
+_REGISTRY = {
+    "torch": ("qbench.backends.torch_eager", "TorchEagerBackend"),
+}
+BACKENDS = tuple(_REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _REGISTRY:
+        raise ValueError(f"backend.name={name}: invalid value; valid values: {', '.join(BACKENDS)}")
+    module, cls = _REGISTRY[name]
+    return getattr(import_module(module), cls)()
+
+
+__all__ = ["BACKENDS", "Backend", "DeployContext", "Deployment", "UnsupportedScheme", "get_backend"]

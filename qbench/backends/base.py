@@ -1,0 +1,76 @@
+"""The Backend protocol: what a runtime can run natively, how it deploys a scheme, how it runs a batch.
+
+Adding a backend = one module with a :class:`Backend` subclass, registered in ``qbench.backends``.
+Modules keep heavy imports (torch, onnxruntime) inside methods so capability checks stay cheap.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from qbench.config import QBenchConfig
+    from qbench.data import DataSplits
+    from qbench.quant.affine import QuantizedTensor
+
+KERNELS = ("fp32", "simulated", "int8", "int4", "mixed")
+
+
+class UnsupportedScheme(Exception):
+    """The backend cannot run this scheme natively (a cell to skip, with this reason)."""
+
+
+@dataclass
+class DeployContext:
+    """Everything a backend may need to build its artifact for one cell."""
+
+    cfg: QBenchConfig
+    fp32_model: nn.Module
+    splits: DataSplits
+    workdir: Path
+    # the scheme applied in simulation (fake-quant, calibrated / QAT-trained); None for FP32 cells.
+    simulated_model: nn.Module | None = None
+
+
+@dataclass
+class Deployment:
+    """A deployed artifact that can run batches.
+
+    ``prepare`` converts a torch batch to the runtime's native input once (outside the timing loop),
+    ``run`` executes one inference on it, ``to_logits`` converts the output back for metrics.
+    """
+
+    kernel: str
+    prepare: Callable[[torch.Tensor], Any]
+    run: Callable[[Any], Any]
+    to_logits: Callable[[Any], torch.Tensor]
+    artifacts: list[Path] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    quantized_weights: dict[str, QuantizedTensor] = field(default_factory=dict)
+    # called after each timed call so asynchronous devices are measured correctly (CUDA)
+    sync: Callable[[], None] | None = None
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_logits(self.run(self.prepare(x)))
+
+
+class Backend(ABC):
+    """A runtime that executes models."""
+
+    name: str = ""
+
+    def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
+        """Why this backend cannot run ``cfg``'s scheme natively, or None if it can."""
+        return None
+
+    @abstractmethod
+    def deploy(self, ctx: DeployContext) -> Deployment:
+        """Build the artifact for the cell's scheme and return a runnable deployment."""

@@ -1,0 +1,31 @@
+"""The data a cell works on: fixed, seeded splits shared by every cell of a suite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+@dataclass
+class DataSplits:
+    """Train (reference models and QAT), calibration (PTQ ranges) and evaluation (all metrics) splits."""
+
+    train: TensorDataset | None
+    calibration: TensorDataset
+    evaluation: TensorDataset
+    num_classes: int
+    input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+
+    def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        dataset = getattr(self, split)
+        if dataset is None:
+            raise ValueError(f"this dataset has no {split} split")
+        generator = torch.Generator().manual_seed(seed)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+    def calibration_inputs(self, samples: int, batch_size: int) -> list[torch.Tensor]:
+        """The first ``samples`` calibration images (fixed order) in batches."""
+        images = self.calibration.tensors[0][:samples]
+        return list(images.split(batch_size))

@@ -1,0 +1,45 @@
+"""Accuracy of a deployed model and its fidelity to the FP32 reference, from logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return float((top == labels.unsqueeze(1)).any(dim=1).float().mean())
+
+
+def sqnr_db(reference: torch.Tensor, output: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio of ``output`` against ``reference`` in dB (inf when identical)."""
+    noise = float((reference.double() - output.double()).pow(2).sum())
+    signal = float(reference.double().pow(2).sum())
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * torch.log10(torch.tensor(signal / noise)).item()
+
+
+def kl_divergence(reference: torch.Tensor, output: torch.Tensor) -> float:
+    """Mean KL(softmax(reference) || softmax(output)) over samples, in nats."""
+    log_p = F.log_softmax(reference.double(), dim=1)
+    log_q = F.log_softmax(output.double(), dim=1)
+    return float((log_p.exp() * (log_p - log_q)).sum(dim=1).mean())
+
+
+def accuracy_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, fp32_logits: torch.Tensor, prefix: str = "acc"
+) -> dict[str, float]:
+    """top-1, top-5, agreement of top-1 predictions with FP32, logit SQNR (dB) and KL to FP32."""
+    fp32_top1 = topk_accuracy(fp32_logits, labels, 1)
+    top1 = topk_accuracy(logits, labels, 1)
+    return {
+        f"{prefix}.top1": top1,
+        f"{prefix}.top5": topk_accuracy(logits, labels, 5),
+        f"{prefix}.fp32_top1": fp32_top1,
+        f"{prefix}.delta_top1": top1 - fp32_top1,
+        f"{prefix}.agreement_fp32": float((logits.argmax(1) == fp32_logits.argmax(1)).float().mean()),
+        f"{prefix}.sqnr_db": sqnr_db(fp32_logits, logits),
+        f"{prefix}.kl_fp32": kl_divergence(fp32_logits, logits),
+    }

@@ -1,0 +1,100 @@
+"""Environment fingerprint: what the figures were measured on (recorded with every cell)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+from qbench import __version__, paths
+
+INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "neon", "asimddp")
+
+
+def _cpu_info() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _governor() -> str:
+    try:
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return "unreadable"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str:
+    """Commit of the qbench source tree (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_DIR, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=paths.PROJECT_DIR, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def fingerprint(light: bool = False) -> dict[str, str]:
+    """Host facts and library versions. ``light`` skips imports of torch (for the orchestrator)."""
+    model, flags = _cpu_info()
+    info = {
+        "host": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpu.model": model,
+        "cpu.physical_cores": str(psutil.cpu_count(logical=False) or 0),
+        "cpu.logical_cores": str(psutil.cpu_count(logical=True) or 0),
+        "cpu.isa": ",".join(f for f in INT8_ISA_FLAGS if f in flags) or "none",
+        "cpu.governor": _governor(),
+        "affinity_cores": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "unknown",
+        "mem.total_gb": f"{psutil.virtual_memory().total / 2**30:.1f}",
+        "qbench": __version__,
+        "git_sha": git_sha(),
+    }
+    for package in ("torch", "torchvision", "onnxruntime", "onnx", "mlflow", "hydra-core"):
+        info[f"version.{package}"] = _version(package)
+    if not light:
+        import torch
+
+        info["torch.quantized_engine"] = torch.backends.quantized.engine
+        info["torch.cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return info
+
+
+def host_id(info: dict[str, str]) -> str:
+    """Short id of the hardware + software stack: equal ids mean latency figures are comparable."""
+    keys = ("cpu.model", "cpu.isa", "cpu.physical_cores", "version.torch", "version.onnxruntime", "cuda")
+    blob = "|".join(info.get(k, "") for k in keys)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

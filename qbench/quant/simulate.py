@@ -1,0 +1,208 @@
+"""Simulated quantization of a PyTorch model (fake-quant): what an integer kernel would compute, in float.
+
+The FP32 model is traced with torch.fx and BatchNorm is folded into the preceding convolution
+(``torch.fx.experimental.optimization.fuse``), as every integer runtime does before quantizing. Each
+Conv2d/Linear then becomes a :class:`QuantizedLayer` that quantizes its *input activation* (static:
+calibrated range; dynamic: the range of the current batch) and its *weight* (integer codes + scale + zero
+point, kept as a :class:`~qbench.quant.affine.QuantizedTensor`). Other ops (ReLU, add, pooling) run in
+float on quantized inputs, which is where deployed runtimes may differ: the deployment-gap metrics of a
+cell on a real backend measure exactly that difference.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qbench.quant.affine import (
+    QuantizedTensor,
+    compute_qparams,
+    fake_quantize,
+    from_rows,
+    qrange,
+    quantize_tensor,
+    to_rows,
+)
+from qbench.quant.observers import ActivationObserver, estimate_range
+
+QUANTIZABLE = (nn.Conv2d, nn.Linear)
+
+
+class InputQuantizer(nn.Module):
+    """Fake-quantizes a layer's input: ``static`` (range from calibration) or ``dynamic`` (per batch)."""
+
+    def __init__(self, spec, dynamic: bool = False) -> None:  # noqa: ANN001
+        super().__init__()
+        self.spec = spec
+        self.dynamic = dynamic
+        self.per_channel = spec.granularity == "per_channel"
+        self.qmin, self.qmax = qrange(spec.bits, spec.symmetric)
+        self.observer: ActivationObserver | None = None
+        self.register_buffer("scale", torch.ones(1))
+        self.register_buffer("zero_point", torch.zeros(1, dtype=torch.int32))
+        self.calibrated = False
+
+    def start_observing(self) -> None:
+        self.observer = ActivationObserver(self.spec, per_channel=self.per_channel)
+
+    def freeze(self) -> None:
+        """Turn the observed statistics into a fixed scale/zero point."""
+        if self.dynamic:
+            return
+        if self.observer is None:
+            raise RuntimeError("calibrate() must run before freeze()")
+        lo, hi = self.observer.range()
+        scale, zero_point = compute_qparams(lo, hi, self.spec.bits, self.spec.symmetric)
+        self.scale, self.zero_point = scale, zero_point
+        self.observer = None
+        self.calibrated = True
+
+    def make_scale_learnable(self) -> None:
+        """LSQ-style: the calibrated scale becomes a trained parameter (QAT)."""
+        scale = self.scale.detach().clone()
+        del self.scale
+        self.scale = nn.Parameter(scale)
+
+    def _shape(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return t.reshape(1, -1, *([1] * (x.dim() - 2))) if self.per_channel else t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer is not None:
+            self.observer.observe(x)
+            return x
+        if self.dynamic:
+            scale, zp = compute_qparams(x.detach().amin(), x.detach().amax(), self.spec.bits, self.spec.symmetric)
+            return fake_quantize(x, scale, zp, self.qmin, self.qmax)
+        if not self.calibrated:
+            raise RuntimeError("static input quantizer used before calibration")
+        return fake_quantize(x, self._shape(self.scale, x), self._shape(self.zero_point, x), self.qmin, self.qmax)
+
+
+class QuantizedLayer(nn.Module):
+    """A Conv2d or Linear (BN already folded) with quantized weights and, optionally, quantized input."""
+
+    def __init__(self, layer: nn.Module, name: str, weight_spec, input_quantizer: InputQuantizer | None) -> None:  # noqa: ANN001
+        super().__init__()
+        self.layer = layer
+        self.name = name
+        self.weight_spec = weight_spec
+        self.input_quantizer = input_quantizer
+        self.weight_q: QuantizedTensor | None = None
+        self.qat = False
+        self.weight_scale: nn.Parameter | None = None
+
+    def quantize_weight(self) -> QuantizedTensor:
+        """Compute integer codes + scale + zero point of the current weight with the spec's observer."""
+        spec, w = self.weight_spec, self.layer.weight.detach()
+        rows = to_rows(w, spec.granularity, spec.group_size)
+        lo, hi = estimate_range(rows, spec)
+        self.weight_q = quantize_tensor(w, lo, hi, spec.bits, spec.symmetric, spec.granularity, spec.group_size)
+        self.register_buffer("weight_fq", self.weight_q.dequantize(), persistent=False)
+        return self.weight_q
+
+    def enable_qat(self, learnable_scales: bool) -> None:
+        """Fake-quantize the weight on every forward (STE) so training sees the quantization error."""
+        self.qat = True
+        if learnable_scales:
+            q = self.weight_q or self.quantize_weight()
+            self.weight_scale = nn.Parameter(q.scale.clone())
+            if self.input_quantizer is not None and not self.input_quantizer.dynamic:
+                self.input_quantizer.make_scale_learnable()
+
+    def _weight_fake_quant(self) -> torch.Tensor:
+        spec, w = self.weight_spec, self.layer.weight
+        rows = to_rows(w, spec.granularity, spec.group_size)
+        if self.weight_scale is not None:
+            assert self.weight_q is not None
+            scale, zp = self.weight_scale.abs() + 1e-12, self.weight_q.zero_point
+        else:
+            lo, hi = estimate_range(rows, spec) if spec.observer == "minmax" else self._frozen_range()
+            scale, zp = compute_qparams(lo, hi, spec.bits, spec.symmetric)
+        qmin, qmax = qrange(spec.bits, spec.symmetric)
+        fq_rows = fake_quantize(rows, scale.unsqueeze(1), zp.unsqueeze(1), qmin, qmax)
+        return from_rows(fq_rows, w.shape, spec.granularity)
+
+    def _frozen_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # expensive observers (mse, percentile, histogram) are run once; QAT keeps their ratio of the range
+        q = self.weight_q or self.quantize_weight()
+        qmin, qmax = qrange(q.bits, q.symmetric)
+        return (qmin - q.zero_point) * q.scale, (qmax - q.zero_point) * q.scale
+
+    def weight(self) -> torch.Tensor:
+        if self.weight_spec is None:
+            return self.layer.weight
+        if self.qat:
+            return self._weight_fake_quant()
+        if self.weight_q is None:
+            raise RuntimeError(f"{self.name}: weights not quantized yet")
+        return self.weight_fq
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, self.weight(), self.layer.bias)
+        return F.linear(x, self.weight(), self.layer.bias)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every BatchNorm that follows a convolution folded into it."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(copy.deepcopy(model).eval())
+
+
+def quantized_layers(model: nn.Module) -> list[QuantizedLayer]:
+    return [m for m in model.modules() if isinstance(m, QuantizedLayer)]
+
+
+def build_simulated_model(fp32_model: nn.Module, quant) -> nn.Module:  # noqa: ANN001
+    """Fold BN and wrap each Conv2d/Linear (not excluded) per the scheme; weights are quantized at once,
+    static activation ranges need :func:`calibrate` next."""
+    if quant.method == "none":
+        raise ValueError("method none has no simulated model: use the FP32 model")
+    model = fold_batchnorm(fp32_model)
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, QUANTIZABLE) and not any(fnmatch.fnmatch(name, p) for p in quant.exclude)
+    ]
+    for name, module in targets:
+        input_quantizer = None
+        if quant.method in ("ptq", "qat"):
+            input_quantizer = InputQuantizer(quant.activations)
+        elif quant.method == "dynamic":
+            input_quantizer = InputQuantizer(quant.activations, dynamic=True)
+        layer = QuantizedLayer(module, name, quant.weights, input_quantizer)
+        layer.quantize_weight()
+        model.set_submodule(name, layer)
+    return model.eval()
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Observe activations on the calibration batches, then freeze static ranges; returns samples seen."""
+    quantizers = [
+        layer.input_quantizer
+        for layer in quantized_layers(model)
+        if layer.input_quantizer is not None and not layer.input_quantizer.dynamic
+    ]
+    for q in quantizers:
+        q.start_observing()
+    seen = 0
+    for x in batches:
+        model(x)
+        seen += len(x)
+    for q in quantizers:
+        q.freeze()
+    return seen
+
+
+def weight_tensors(model: nn.Module) -> dict[str, QuantizedTensor]:
+    """Quantized weight of every quantized layer, by layer name."""
+    return {layer.name: layer.weight_q for layer in quantized_layers(model) if layer.weight_q is not None}

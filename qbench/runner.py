@@ -1,0 +1,178 @@
+"""The orchestrating side of a cell: capability check, one-time preparation, the spawned worker,
+the local record, then MLflow. Runs inside Hydra's task function, so any Hydra launcher can run it.
+
+Each cell's measurements run in a freshly *spawned* interpreter (``python -m qbench.worker``), never a
+fork, so peak RSS, thread pools and crashes cannot leak between cells.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from qbench import config as qconfig
+from qbench.result import CellResult
+from qbench.threads import worker_env
+from qbench.track import records
+
+log = logging.getLogger("qbench")
+
+
+@dataclass
+class CellOutcome:
+    """What the orchestrator learned about one cell (returned to sweepers and summaries)."""
+
+    record: dict[str, Any]
+    record_path: Path | None
+    reused: bool = False
+
+
+# ----------------------------------------------------------------------------------------- preparation
+def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
+    """Train the cell's reference model once (in its own spawned process, under a file lock) if needed."""
+    from qbench.zoo import cache
+
+    if cfg.model.source != "reference" or cache.is_cached(cfg.model, cfg.dataset):
+        return
+    log.info("reference model %s is not cached yet: training it once (%s)", cfg.model.name, cache.reference_dir(
+        cfg.model, cfg.dataset))
+    proc = subprocess.run([sys.executable, "-m", "qbench.worker", "--prepare", str(workdir)], env=_worker_env(cfg))
+    if proc.returncode != 0 or not cache.is_cached(cfg.model, cfg.dataset):
+        raise RuntimeError(f"training the reference model {cfg.model.name} failed (exit {proc.returncode})")
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def _worker_env(cfg: qconfig.QBenchConfig) -> dict[str, str]:
+    return worker_env(cfg, dict(os.environ))
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the orchestrator dies (kill -9 must not leave a measuring orphan)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def spawn_worker(
+    cfg: qconfig.QBenchConfig, cell_dir: Path, cell_hash: str, on_wait: Callable[[], None] | None = None
+) -> CellResult:
+    """Run the cell in a fresh interpreter; a crash, non-zero exit or timeout becomes a failed result."""
+    log_path = cell_dir / "worker.log"
+    result_path = cell_dir / "result.json"
+    result_path.unlink(missing_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    timeout = cfg.measure.timeout_s
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qbench.worker", str(cell_dir)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=_worker_env(cfg),
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        deadline = time.monotonic() + timeout
+        error = None
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    error = f"timeout: the worker ran longer than measure.timeout_s={timeout:g}s and was killed"
+                    break
+                if on_wait:
+                    on_wait()
+                time.sleep(0.2)
+        except BaseException:  # Ctrl-C or the orchestrator being stopped: take the worker down too
+            proc.kill()
+            proc.wait()
+            raise
+    code = proc.returncode
+    if error is None and result_path.is_file():
+        import json
+
+        return CellResult.from_json(json.loads(result_path.read_text()))
+    if error is None:
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            error = f"worker crashed: killed by signal {name}"
+        else:
+            error = f"worker exited with code {code} without a result"
+    tail = _tail(log_path)
+    return CellResult(
+        status="failed", cell=qconfig.cell_name(cfg), cell_hash=cell_hash,
+        error=error + (f"; last log lines: {tail}" if tail else ""),
+        started_at=started, ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        artifacts=[str(log_path)],
+    )
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+# --------------------------------------------------------------------------------------------- tracking
+def track(record: dict[str, Any], record_path: Path, cfg: qconfig.QBenchConfig, parent_run_id: str | None) -> None:
+    """Log the record to MLflow and mark it synced; on failure keep it local and say how to sync."""
+    if not cfg.tracking.enabled:
+        return
+    from qbench.track.mlflow_tracker import log_record, resolve_uri
+
+    try:
+        run_id = log_record(record, cfg.tracking, Path(cfg.results_dir), parent_run_id)
+    except Exception as exc:  # a down server must not lose the result: it stays in the local record
+        record["tracking"].update(synced=False, error=qconfig.one_line(exc)[:500])
+        records.write_record(record_path.parent, record)
+        log.warning("MLflow logging failed (%s); the record is kept in %s", qconfig.one_line(exc)[:200], record_path)
+        return
+    record["tracking"].update(
+        synced=True, run_id=run_id, uri=resolve_uri(cfg.tracking.uri), experiment=cfg.tracking.experiment,
+        parent_run_id=parent_run_id, error=None,
+    )
+    records.write_record(record_path.parent, record)
+
+
+# ------------------------------------------------------------------------------------------------ a cell
+def run_cell_job(
+    cfg_node: DictConfig,
+    cell_dir: Path,
+    *,
+    suite: dict[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    on_wait: Callable[[], None] | None = None,
+) -> CellOutcome:
+    """Run one validated cell end to end: capability check, preparation, worker, record, MLflow."""
+    cfg = qconfig.validate(cfg_node)
+    config = qconfig.cell_config_dict(cfg_node)
+    cell_hash = qconfig.cell_hash(config)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    from qbench.backends import get_backend
+
+    reason = get_backend(cfg.backend.name).unsupported_reason(cfg)
+    if reason:
+        result = CellResult(status="skipped", cell=qconfig.cell_name(cfg), cell_hash=cell_hash, error=reason,
+                            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    else:
+        OmegaConf.save(OmegaConf.create(config), cell_dir / "config.yaml")
+        try:
+            ensure_reference_model(cfg, cell_dir)
+            result = spawn_worker(cfg, cell_dir, cell_hash, on_wait)
+        except RuntimeError as exc:
+            result = CellResult(status="failed", cell=qconfig.cell_name(cfg), cell_hash=cell_hash, error=str(exc))
+    record = records.make_record(result, config, cell_dir, suite)
+    record_path = records.write_record(cell_dir, record)
+    track(record, record_path, cfg, parent_run_id)
+    return CellOutcome(record, record_path)

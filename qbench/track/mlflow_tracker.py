@@ -1,0 +1,104 @@
+"""MLflow logging of cell records (one run per cell; suites: child runs of one parent run).
+
+Uses ``MlflowClient`` with explicit run ids rather than mlflow's global "active run", so cells logged from
+different processes (spawned workers, joblib, SLURM) attach to the right parent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from qbench.config import flatten
+
+# Fail fast when a tracking server is down: the record is kept locally and synced later.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+PARENT_TAG = "mlflow.parentRunId"
+_PARAM_MAX = 6000
+
+
+def resolve_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///path`` absolute against the current directory (and create its folder)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = Path(uri[len(prefix):]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    if uri.startswith(prefix):
+        Path(uri[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def client_for(uri: str):  # noqa: ANN201 - mlflow type imported lazily
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+def experiment_id(client: Any, name: str, results_dir: Path) -> str:
+    """Id of experiment ``name``, created with artifacts under ``results_dir/mlartifacts`` for local stores."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if client.tracking_uri.startswith("sqlite:") or client.tracking_uri.startswith("file:"):
+        location = (results_dir / "mlartifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another worker
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _params(config: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v)[:_PARAM_MAX] for k, v in flatten(config).items()}
+
+
+def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_run_id: str | None = None) -> str:
+    """Create the MLflow run of a record (params, metrics, tags, artifacts); returns the run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = client_for(tracking.uri)
+    exp_id = experiment_id(client, tracking.experiment, results_dir)
+    tags = {
+        "qbench.cell": record["cell"],
+        "qbench.cell_hash": record["cell_hash"],
+        "qbench.status": record["status"],
+        **{f"qbench.{k}" if not k.startswith(("env.", "kernel")) else k: str(v) for k, v in record["tags"].items()},
+    }
+    if record.get("error"):
+        tags["qbench.error"] = record["error"][:5000]
+    suite = record.get("suite") or {}
+    if suite.get("name"):
+        tags["qbench.suite"] = suite["name"]
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id
+    run = client.create_run(exp_id, run_name=record["cell"], tags=tags)
+    run_id = run.info.run_id
+    timestamp = _epoch_ms()
+    metrics = [Metric(k, float(v), timestamp, 0) for k, v in record["metrics"].items()]
+    params = [Param(k, v) for k, v in _params(record["config"]).items()]
+    for i in range(0, max(len(metrics), len(params)), 100):
+        client.log_batch(run_id, metrics=metrics[i : i + 100], params=params[i : i + 100])
+    cell_dir = Path(record["cell_dir"])
+    for name in ("config.yaml", "record.json", "worker.log", "latency_samples.csv"):
+        if (cell_dir / name).is_file():
+            client.log_artifact(run_id, str(cell_dir / name))
+    for artifact in record.get("artifacts", []):
+        path = Path(artifact)
+        if path.is_file() and path.suffix == ".onnx":
+            client.log_artifact(run_id, str(path), "model")
+    client.set_tag(run_id, RunTag("qbench.status", record["status"]).key, record["status"])
+    client.set_terminated(run_id, "FINISHED" if record["status"] != "failed" else "FAILED")
+    return run_id
+
+
+def _epoch_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

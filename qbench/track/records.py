@@ -1,0 +1,49 @@
+"""Local records: one JSON file per cell, written before MLflow is touched (nothing is lost if it is down).
+
+A record is the cell's result plus its resolved config and its tracking state (``tracking.synced``,
+``tracking.run_id``), so ``qbench sync`` can upload it later, exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from qbench.result import CellResult, write_json_atomic
+
+RECORD_NAME = "record.json"
+SCHEMA_VERSION = 1
+
+
+def make_record(result: CellResult, config: dict[str, Any], cell_dir: Path, suite: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    record = result.to_json()
+    record.update(
+        schema_version=SCHEMA_VERSION,
+        config=config,
+        cell_dir=str(cell_dir),
+        suite=suite or {},
+        tracking={"synced": False, "run_id": None, "uri": None, "experiment": None, "error": None},
+    )
+    return record
+
+
+def write_record(cell_dir: Path, record: dict[str, Any]) -> Path:
+    path = cell_dir / RECORD_NAME
+    write_json_atomic(path, record)
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def iter_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every readable record under ``root`` (unreadable ones are skipped: a kill mid-write leaves none)."""
+    for path in sorted(root.rglob(RECORD_NAME)):
+        try:
+            yield path, read_record(path)
+        except (OSError, json.JSONDecodeError):
+            continue

@@ -1,0 +1,69 @@
+"""Entry point of a cell's spawned worker process: ``python -m qbench.worker CELL_DIR``.
+
+Reads ``CELL_DIR/config.yaml`` (the resolved cell config), runs the cell, writes ``CELL_DIR/result.json``.
+A Python exception becomes a ``failed`` result with its traceback; a hard crash (segfault, abort) writes
+nothing and the parent records it from the exit signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from qbench import config as qconfig
+from qbench.result import CellResult, write_json_atomic
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    prepare = argv[0] == "--prepare"
+    workdir = Path(argv[-1])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stdout)
+    raw = OmegaConf.load(workdir / "config.yaml")
+    schema = OmegaConf.structured(qconfig.QBenchConfig)
+    cfg_node = OmegaConf.merge(schema, raw)
+    cell_hash = qconfig.cell_hash(qconfig.cell_config_dict(cfg_node))
+    if prepare:
+        return _prepare(cfg_node)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    try:
+        cfg = qconfig.validate(cfg_node)
+        from qbench.cell import run_cell
+
+        result = run_cell(cfg, workdir, cell_hash)
+    except Exception as exc:
+        traceback.print_exc()
+        result = CellResult(
+            status="failed",
+            cell=qconfig.cell_name(cfg_node),
+            cell_hash=cell_hash,
+            error=f"{type(exc).__name__}: {exc}",
+            started_at=started,
+            ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+    write_json_atomic(workdir / "result.json", result.to_json())
+    return 0 if result.status == "finished" else 1
+
+
+def _prepare(cfg_node) -> int:  # noqa: ANN001
+    """One-time work shared by cells: train and cache the reference model (progress on the terminal)."""
+    from qbench.threads import apply_threads, resolve_threads
+    from qbench.zoo.reference import load_reference
+
+    cfg = qconfig.validate(cfg_node)
+    apply_threads(*resolve_threads(cfg))
+    _, meta = load_reference(cfg.model, cfg.dataset, show_progress=True)
+    logging.getLogger("qbench").info(
+        "%s trained in %.0f s: top-1 %.2f %% on the evaluation split", cfg.model.name, meta["train_time_s"],
+        100 * meta["eval_top1"],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
