@@ -19,7 +19,10 @@ import torch
 
 from qbench.quant.affine import compute_qparams, qrange
 
-MSE_CANDIDATES = torch.linspace(0.2, 1.0, 41)
+# clipping ratios tried by the MSE search: fine steps where weights usually land (0.3-1), and log-spaced
+# down to 1 % for heavy-tailed activations whose outliers are 100x the bulk
+MSE_CANDIDATES = torch.cat([torch.logspace(-2, torch.log10(torch.tensor(0.3)).item(), 20)[:-1],
+                            torch.linspace(0.3, 1.0, 36)])
 HISTOGRAM_BINS = 2048
 
 

@@ -1,0 +1,84 @@
+"""Statistics and metrics on known inputs: latency summaries, accuracy/fidelity figures, memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from qbench.measure import accuracy, memory
+from qbench.measure.latency import (
+    bootstrap_median_ci,
+    median_ci_halfwidth,
+    robust_cv,
+    summarize,
+    time_calls,
+)
+
+
+def test_summary_percentiles_match_numpy() -> None:
+    samples = np.arange(1, 1001, dtype=float)  # 1..1000 ms
+    stats = summarize(samples)
+    assert stats.n == 1000
+    assert stats.p50_ms == pytest.approx(500.5)
+    assert stats.p90_ms == pytest.approx(np.percentile(samples, 90))
+    assert stats.p99_ms == pytest.approx(990.01)
+    assert stats.mean_ms == pytest.approx(500.5)
+    assert stats.std_ms == pytest.approx(samples.std(ddof=1))
+    assert stats.cv == pytest.approx(samples.std(ddof=1) / 500.5)
+    assert stats.ci95_low_ms < stats.p50_ms < stats.ci95_high_ms
+
+
+def test_bootstrap_ci_covers_the_true_median() -> None:
+    rng = np.random.default_rng(0)
+    covered = 0
+    for trial in range(40):
+        samples = rng.lognormal(mean=0.0, sigma=0.5, size=300)  # true median = 1.0
+        low, high = bootstrap_median_ci(samples, resamples=500, seed=trial)
+        covered += low <= 1.0 <= high
+        assert low <= np.median(samples) <= high
+    assert covered >= 34  # ~95 % nominal coverage, allow sampling noise
+
+
+def test_ci_narrows_with_more_samples_and_robust_cv_ignores_outliers() -> None:
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(10, 1, 100), rng.normal(10, 1, 10000)
+    assert median_ci_halfwidth(large) < median_ci_halfwidth(small) / 5
+    spiky = rng.normal(10, 0.1, 5000)
+    spiky[:25] = 200.0  # 0.5 % of calls stalled
+    assert robust_cv(spiky) < 0.02 and (spiky.std() / spiky.mean()) > 0.5
+
+
+def test_time_calls_meets_count_and_duration() -> None:
+    calls = []
+    samples = time_calls(lambda: calls.append(1), warmup_calls=3, warmup_s=0.0, min_calls=50,
+                         min_duration_s=0.05, max_duration_s=5.0)
+    assert len(samples) >= 50 and len(calls) >= 53
+    assert samples.sum() <= 5000
+
+
+def test_accuracy_metrics_on_hand_made_logits() -> None:
+    labels = torch.tensor([0, 1, 2, 3])
+    ref = torch.tensor([[5.0, 1, 0, 0, 0, 0], [0, 5.0, 1, 0, 0, 0], [0, 0, 5.0, 1, 0, 0], [0, 0, 1, 5.0, 0, 0]])
+    out = ref.clone()
+    out[3] = torch.tensor([0, 0, 5.0, 1, 0, 0])  # one wrong prediction (label 3 in top-2 still)
+    m = accuracy.accuracy_metrics(out, labels, ref)
+    assert m["acc.top1"] == 0.75 and m["acc.fp32_top1"] == 1.0 and m["acc.delta_top1"] == -0.25
+    assert m["acc.top5"] == 1.0 and m["acc.agreement_fp32"] == 0.75
+    noise = float((ref - out).pow(2).sum())
+    assert m["acc.sqnr_db"] == pytest.approx(10 * math.log10(float(ref.pow(2).sum()) / noise))
+    assert m["acc.kl_fp32"] > 0
+    same = accuracy.accuracy_metrics(ref, labels, ref)
+    assert same["acc.kl_fp32"] == pytest.approx(0.0, abs=1e-12) and math.isinf(same["acc.sqnr_db"])
+
+
+def test_peak_rss_can_be_reset_and_sees_allocations() -> None:
+    if not memory.reset_peak():
+        pytest.skip("/proc/self/clear_refs not writable here")
+    before = memory.snapshot_mb()["peak_rss_mb"]
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
+    after = memory.snapshot_mb()["peak_rss_mb"]
+    del block
+    assert after - before > 50
