@@ -6,6 +6,7 @@ peak is reset and latency is measured, so ``memory.peak_rss_inference_mb`` is th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -117,11 +118,7 @@ def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig) -
     lat_cfg = cfg.measure.latency
     batch = splits.evaluation.tensors[0][: lat_cfg.throughput_batch_size]
     prepared = deployment.prepare(batch)
-    short = type("ThroughputProtocol", (), {})()
-    for key in ("warmup_calls", "warmup_s", "min_duration_s", "max_duration_s", "stability_threshold", "stability_metric"):
-        setattr(short, key, getattr(lat_cfg, key))
-    short.min_calls = max(5, lat_cfg.min_calls // 10)
-    short.retries = 0
+    short = dataclasses.replace(lat_cfg, min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
     samples = measure_latency(lambda: deployment.run(prepared), short, sync=deployment.sync).samples_ms
     p50 = float(np.median(samples))
     return {

@@ -13,9 +13,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from qbench import __version__
+from qbench import __version__, paths
 from qbench import config as qconfig
-from qbench import paths
 
 # flags Hydra takes that mean "do not run the task" (help, info, print config)
 _HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--version",
@@ -64,7 +63,7 @@ def is_multirun(args: list[str]) -> bool:
     return any(o.get_key_element().lstrip("+") == "suite" for o in _parse_overrides(args))
 
 
-def compose(overrides: list[str]):  # noqa: ANN201 - DictConfig
+def compose(overrides: list[str]):
     """Compose the config the way ``qbench run`` would (for validation and for tests)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir

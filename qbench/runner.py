@@ -7,6 +7,7 @@ fork, so peak RSS, thread pools and crashes cannot leak between cells.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -59,10 +60,8 @@ def _worker_env(cfg: qconfig.QBenchConfig) -> dict[str, str]:
 
 def _die_with_parent() -> None:
     """In the child: get SIGKILL when the orchestrator dies (kill -9 must not leave a measuring orphan)."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def spawn_worker(

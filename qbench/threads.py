@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import psutil
 
 
-def resolve_threads(cfg) -> tuple[int, int]:  # noqa: ANN001 - QBenchConfig
+def resolve_threads(cfg) -> tuple[int, int]:
     """(intra-op, inter-op) thread counts: configured values, physical cores when intra_op is null."""
     intra = cfg.measure.threads.intra_op or psutil.cpu_count(logical=False) or 1
     return int(intra), int(cfg.measure.threads.inter_op)
 
 
-def worker_env(cfg, base: dict[str, str]) -> dict[str, str]:  # noqa: ANN001
+def worker_env(cfg, base: dict[str, str]) -> dict[str, str]:
     """Environment of a spawned worker: OpenMP/MKL pools sized like torch's intra-op pool."""
     intra, _ = resolve_threads(cfg)
     env = dict(base)
@@ -25,7 +27,5 @@ def apply_threads(intra: int, inter: int) -> None:
     import torch
 
     torch.set_num_threads(intra)
-    try:
+    with contextlib.suppress(RuntimeError):  # only settable once per process
         torch.set_num_interop_threads(inter)
-    except RuntimeError:
-        pass

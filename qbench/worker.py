@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result.status == "finished" else 1
 
 
-def _prepare(cfg_node) -> int:  # noqa: ANN001
+def _prepare(cfg_node) -> int:
     """One-time work shared by cells: train and cache the reference model (progress on the terminal)."""
     from qbench.threads import apply_threads, resolve_threads
     from qbench.zoo.reference import load_reference

@@ -31,7 +31,7 @@ def compose(qbench_cache: Path) -> Callable[..., object]:
 
 
 @pytest.fixture(scope="session")
-def reference_models(compose) -> dict[str, object]:  # noqa: ANN001
+def reference_models(compose) -> dict[str, object]:
     """The three trained reference models (trained once per cache, loaded from it afterwards)."""
     from qbench import config as qconfig
     from qbench.zoo.reference import load_reference

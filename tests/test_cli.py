@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-def test_help_lists_only_existing_commands(run_qbench) -> None:  # noqa: ANN001
+def test_help_lists_only_existing_commands(run_qbench) -> None:
     from qbench.cli import COMMANDS
 
     out = run_qbench("--help")
@@ -14,7 +14,7 @@ def test_help_lists_only_existing_commands(run_qbench) -> None:  # noqa: ANN001
     assert listed == list(COMMANDS)
 
 
-def test_unknown_command_is_one_line_exit_2(run_qbench) -> None:  # noqa: ANN001
+def test_unknown_command_is_one_line_exit_2(run_qbench) -> None:
     out = run_qbench("frobnicate")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "unknown command 'frobnicate'" in out.stderr
@@ -28,7 +28,7 @@ def test_unknown_command_is_one_line_exit_2(run_qbench) -> None:  # noqa: ANN001
         ("quant.weights.observer=magic", "valid values: minmax, percentile, mse, histogram"),
     ],
 )
-def test_bad_config_is_one_line_exit_2_and_writes_nothing(run_qbench, tmp_path, arg: str, expected: str) -> None:  # noqa: ANN001
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(run_qbench, tmp_path, arg: str, expected: str) -> None:
     out = run_qbench("run", arg)
     assert out.returncode == 2, out.stderr
     err = out.stderr.strip()
@@ -36,7 +36,7 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(run_qbench, tmp_path, 
     assert not (tmp_path / "results").exists()
 
 
-def test_run_passes_hydra_flags_through(run_qbench) -> None:  # noqa: ANN001
+def test_run_passes_hydra_flags_through(run_qbench) -> None:
     out = run_qbench("run", "--cfg", "job", "quant=w4a8_pc", "model=resnet18")
     assert out.returncode == 0, out.stderr
     assert "arch: resnet18" in out.stdout and "observer: mse" in out.stdout
@@ -44,7 +44,7 @@ def test_run_passes_hydra_flags_through(run_qbench) -> None:  # noqa: ANN001
     assert help_out.returncode == 0 and "quant: " in help_out.stdout and "w8a8_pc" in help_out.stdout
 
 
-def test_ls_lists_groups_and_options(run_qbench) -> None:  # noqa: ANN001
+def test_ls_lists_groups_and_options(run_qbench) -> None:
     out = run_qbench("ls")
     assert out.returncode == 0
     assert "quant: dynamic8, fp32, w4_wo, w4a8_pc, w8a8, w8a8_pc (default)" in out.stdout

@@ -7,7 +7,7 @@ import pytest
 from qbench import config as qconfig
 
 
-def test_defaults_compose_and_validate(compose) -> None:  # noqa: ANN001
+def test_defaults_compose_and_validate(compose) -> None:
     cfg = qconfig.validate(compose())
     assert (cfg.model.name, cfg.dataset.name, cfg.backend.name) == ("digits_cnn", "digits", "torch")
     assert cfg.quant.method == "ptq" and cfg.quant.weights.granularity == "per_channel"
@@ -15,11 +15,11 @@ def test_defaults_compose_and_validate(compose) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("preset", qconfig.group_options("quant"))
-def test_every_quant_preset_is_valid(compose, preset: str) -> None:  # noqa: ANN001
+def test_every_quant_preset_is_valid(compose, preset: str) -> None:
     qconfig.validate(compose(f"quant={preset}"))
 
 
-def test_public_keys_are_overridable(compose) -> None:  # noqa: ANN001
+def test_public_keys_are_overridable(compose) -> None:
     cfg = qconfig.validate(compose(
         "quant.method=weight_only", "quant.weights.bits=3", "quant.weights.granularity=per_group",
         "quant.weights.group_size=16", "quant.weights.symmetric=false", "quant.weights.observer=histogram",
@@ -45,21 +45,21 @@ def test_public_keys_are_overridable(compose) -> None:  # noqa: ANN001
         ("measure.latency.min_calls=0", "> 0"),
     ],
 )
-def test_bad_values_fail_with_valid_values(compose, override: str, fragment: str) -> None:  # noqa: ANN001
+def test_bad_values_fail_with_valid_values(compose, override: str, fragment: str) -> None:
     with pytest.raises(qconfig.ConfigError) as info:
         qconfig.validate(compose(override))
     message = str(info.value)
     assert fragment in message and override.split("=")[0] in message and "\n" not in message
 
 
-def test_group_size_must_be_positive_for_per_group(compose) -> None:  # noqa: ANN001
+def test_group_size_must_be_positive_for_per_group(compose) -> None:
     with pytest.raises(qconfig.ConfigError, match="group_size"):
         qconfig.validate(compose("quant.weights.granularity=per_group", "quant.weights.group_size=0"))
     # irrelevant when not grouping
     qconfig.validate(compose("quant.weights.granularity=per_channel", "quant.weights.group_size=0"))
 
 
-def test_wrong_type_and_unknown_key_fail_at_composition(compose) -> None:  # noqa: ANN001
+def test_wrong_type_and_unknown_key_fail_at_composition(compose) -> None:
     with pytest.raises(Exception, match="bits"):
         compose("quant.weights.bits=abc")
     with pytest.raises(Exception, match="foo"):
@@ -78,11 +78,11 @@ def test_wrong_type_and_unknown_key_fail_at_composition(compose) -> None:  # noq
         (["quant=w8a8", "quant.weights.bits=4"], "w4a8"),
     ],
 )
-def test_scheme_labels_follow_values(compose, overrides: list[str], label: str) -> None:  # noqa: ANN001
+def test_scheme_labels_follow_values(compose, overrides: list[str], label: str) -> None:
     assert qconfig.scheme_label(compose(*overrides).quant) == label
 
 
-def test_cell_hash_ignores_tracking_but_not_scheme(compose) -> None:  # noqa: ANN001
+def test_cell_hash_ignores_tracking_but_not_scheme(compose) -> None:
     base = qconfig.cell_hash(compose())
     assert qconfig.cell_hash(compose("tracking.experiment=other", "results_dir=elsewhere")) == base
     assert qconfig.cell_hash(compose("quant.weights.bits=4")) != base

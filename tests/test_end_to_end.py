@@ -19,7 +19,7 @@ def _records(root: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def default_run(qbench_cache, tmp_path_factory):  # noqa: ANN001, ANN201
+def default_run(qbench_cache, tmp_path_factory):
     """`qbench run measure=quick` twice in a fresh directory (first may train; second must reuse)."""
     import os
     import subprocess
@@ -32,7 +32,7 @@ def default_run(qbench_cache, tmp_path_factory):  # noqa: ANN001, ANN201
     return cwd, outs
 
 
-def test_run_writes_record_and_mlflow_run(default_run) -> None:  # noqa: ANN001
+def test_run_writes_record_and_mlflow_run(default_run) -> None:
     cwd, outs = default_run
     assert outs[0].returncode == 0, outs[0].stderr[-2000:]
     records = _records(cwd)
@@ -61,7 +61,7 @@ def test_run_writes_record_and_mlflow_run(default_run) -> None:  # noqa: ANN001
     assert {"config.yaml", "record.json", "worker.log", "latency_samples.csv"} <= artifacts
 
 
-def test_summary_fits_one_screen_and_second_run_reuses_model(default_run) -> None:  # noqa: ANN001
+def test_summary_fits_one_screen_and_second_run_reuses_model(default_run) -> None:
     _, outs = default_run
     assert outs[1].returncode == 0
     assert "digits_cnn/w8a8-pc/torch" in outs[1].stdout and "top-1" in outs[1].stdout
@@ -69,7 +69,7 @@ def test_summary_fits_one_screen_and_second_run_reuses_model(default_run) -> Non
     assert "not cached yet" not in outs[1].stdout + outs[1].stderr
 
 
-def test_resnet18_4bit_per_tensor_runs(run_qbench, tmp_path) -> None:  # noqa: ANN001
+def test_resnet18_4bit_per_tensor_runs(run_qbench, tmp_path) -> None:
     out = run_qbench("run", "model=resnet18", "quant.weights.bits=4", "quant.weights.granularity=per_tensor",
                      "measure=quick", "tracking=none")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -79,7 +79,7 @@ def test_resnet18_4bit_per_tensor_runs(run_qbench, tmp_path) -> None:  # noqa: A
     assert record["tracking"]["synced"] is False  # tracking=none: local record only
 
 
-def test_unreachable_tracking_server_keeps_the_record(run_qbench, tmp_path) -> None:  # noqa: ANN001
+def test_unreachable_tracking_server_keeps_the_record(run_qbench, tmp_path) -> None:
     out = run_qbench("run", "quant=fp32", "measure=quick", "tracking=server", "tracking.uri=http://127.0.0.1:9")
     assert out.returncode == 0, out.stderr[-2000:]
     (record,) = _records(tmp_path)

@@ -88,7 +88,7 @@ def test_weight_sqnr_increases_with_bits() -> None:
     assert sqnrs[3] - sqnrs[2] > 10
 
 
-def test_per_channel_error_not_above_per_tensor_on_every_layer(reference_models) -> None:  # noqa: ANN001
+def test_per_channel_error_not_above_per_tensor_on_every_layer(reference_models) -> None:
     """On the trained reference models: per-channel MSE <= per-tensor MSE for every conv/linear weight."""
     checked = 0
     for model in reference_models.values():
@@ -111,7 +111,7 @@ def _heavy_tailed() -> torch.Tensor:
 
 def test_mse_observer_beats_minmax_on_heavy_tails() -> None:
     x = _heavy_tailed()
-    lo, hi = estimate_range(x, _spec(4, observer="mse"))
+    _, hi = estimate_range(x, _spec(4, observer="mse"))
     assert float(hi) < float(x.max())
     # ratio 1.0 (min/max) is among the candidates, so the search can only do better
     assert _quant_error(x, _spec(4, observer="mse"))[1] < _quant_error(x, _spec(4))[1]
@@ -135,7 +135,7 @@ def test_percentile_observer_clips_at_the_percentile() -> None:
 
 def test_histogram_observer_clips_outliers_but_keeps_the_bulk() -> None:
     x = _heavy_tailed()
-    lo, hi = estimate_range(x, _spec(8, observer="histogram"))
+    _, hi = estimate_range(x, _spec(8, observer="histogram"))
     assert float(x.abs().max()) > 40 and 3.0 < float(hi) < 0.5 * float(x.abs().max())
 
 

@@ -13,7 +13,7 @@ FLOORS = {"digits_cnn": 0.97, "resnet18": 0.97, "mobilenet_v2": 0.95}
 
 
 @pytest.mark.parametrize("name", list(FLOORS))
-def test_fp32_accuracy_floor(compose, reference_models, name: str) -> None:  # noqa: ANN001
+def test_fp32_accuracy_floor(compose, reference_models, name: str) -> None:
     cfg = qconfig.validate(compose(f"model={name}"))
     x, y = load_splits(cfg.dataset, cfg.model).evaluation.tensors
     with torch.inference_mode():
@@ -22,23 +22,23 @@ def test_fp32_accuracy_floor(compose, reference_models, name: str) -> None:  # n
     assert len(y) == 360
 
 
-def test_second_load_reuses_the_cache(compose, reference_models, monkeypatch) -> None:  # noqa: ANN001
+def test_second_load_reuses_the_cache(compose, reference_models, monkeypatch) -> None:
     from qbench.zoo import reference
 
     cfg = qconfig.validate(compose("model=digits_cnn"))
     directory = cache.reference_dir(cfg.model, cfg.dataset)
     before = (directory / "model.pt").stat().st_mtime_ns
 
-    def no_training(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def no_training(*args, **kwargs):
         raise AssertionError("retrained a cached model")
 
     monkeypatch.setattr(reference, "_train_and_save", no_training)
-    model, meta = reference.load_reference(cfg.model, cfg.dataset, show_progress=False)
+    _, meta = reference.load_reference(cfg.model, cfg.dataset, show_progress=False)
     assert (directory / "model.pt").stat().st_mtime_ns == before
     assert meta["eval_top1"] >= FLOORS["digits_cnn"]
 
 
-def test_cache_key_depends_on_recipe_and_split_not_on_label(compose, qbench_cache) -> None:  # noqa: ANN001
+def test_cache_key_depends_on_recipe_and_split_not_on_label(compose, qbench_cache) -> None:
     base = qconfig.validate(compose("model=resnet18"))
     key = cache.reference_key(base.model, base.dataset)
     assert cache.reference_dir(base.model, base.dataset).parent == qbench_cache / "models"
@@ -50,7 +50,7 @@ def test_cache_key_depends_on_recipe_and_split_not_on_label(compose, qbench_cach
                                base.dataset) == key
 
 
-def test_digits_splits_are_stratified_disjoint_and_seeded(compose) -> None:  # noqa: ANN001
+def test_digits_splits_are_stratified_disjoint_and_seeded(compose) -> None:
     cfg = qconfig.validate(compose("model=resnet18"))
     a = load_splits(cfg.dataset, cfg.model)
     b = load_splits(cfg.dataset, cfg.model)

@@ -18,7 +18,7 @@ def _top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "resnet18", "mobilenet_v2"])
-def test_w8a8_per_channel_within_one_point_of_fp32(compose, reference_models, name: str) -> None:  # noqa: ANN001
+def test_w8a8_per_channel_within_one_point_of_fp32(compose, reference_models, name: str) -> None:
     cfg = qconfig.validate(compose(f"model={name}", "quant=w8a8_pc"))
     splits = load_splits(cfg.dataset, cfg.model)
     x, y = splits.evaluation.tensors
@@ -29,7 +29,7 @@ def test_w8a8_per_channel_within_one_point_of_fp32(compose, reference_models, na
     assert abs(quantized - fp32) <= 0.01, f"{name}: fp32 {fp32:.4f} w8a8-pc {quantized:.4f}"
 
 
-def test_batchnorm_is_folded_exactly(reference_models) -> None:  # noqa: ANN001
+def test_batchnorm_is_folded_exactly(reference_models) -> None:
     model = reference_models["resnet18"]
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
@@ -38,7 +38,7 @@ def test_batchnorm_is_folded_exactly(reference_models) -> None:  # noqa: ANN001
         assert torch.allclose(model(x), folded(x), atol=1e-4)
 
 
-def test_simulated_weights_are_integer_codes_times_scale(compose, reference_models) -> None:  # noqa: ANN001
+def test_simulated_weights_are_integer_codes_times_scale(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=w4a8_pc"))
     sim = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     layers = quantized_layers(sim)
@@ -54,7 +54,7 @@ def test_simulated_weights_are_integer_codes_times_scale(compose, reference_mode
         assert layer.input_quantizer is not None and layer.input_quantizer.calibrated
 
 
-def test_weight_only_leaves_activations_in_float(compose, reference_models) -> None:  # noqa: ANN001
+def test_weight_only_leaves_activations_in_float(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=w4_wo"))
     sim = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     layers = quantized_layers(sim)
@@ -62,7 +62,7 @@ def test_weight_only_leaves_activations_in_float(compose, reference_models) -> N
     assert all(layer.weight_q.granularity == "per_group" for layer in layers)
 
 
-def test_dynamic_quantizes_activations_per_batch(compose, reference_models) -> None:  # noqa: ANN001
+def test_dynamic_quantizes_activations_per_batch(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=dynamic8"))
     sim = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     first = quantized_layers(sim)[0]
@@ -77,7 +77,7 @@ def test_dynamic_quantizes_activations_per_batch(compose, reference_models) -> N
 
 
 @pytest.mark.parametrize("observer", ["minmax", "percentile", "mse", "histogram"])
-def test_activation_observers_calibrate(compose, reference_models, observer: str) -> None:  # noqa: ANN001
+def test_activation_observers_calibrate(compose, reference_models, observer: str) -> None:
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=w8a8_pc", f"quant.activations.observer={observer}",
                                    "quant.calibration.samples=64"))
     splits = load_splits(cfg.dataset, cfg.model)
@@ -88,7 +88,7 @@ def test_activation_observers_calibrate(compose, reference_models, observer: str
         assert isinstance(layer, QuantizedLayer) and float(layer.input_quantizer.scale.min()) > 0
 
 
-def test_excluded_layers_stay_float(compose, reference_models) -> None:  # noqa: ANN001
+def test_excluded_layers_stay_float(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=resnet18", "quant=w8a8", "quant.exclude=[conv1,fc]"))
     sim = apply_scheme(reference_models["resnet18"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     names = {layer.name for layer in quantized_layers(sim)}

@@ -7,7 +7,7 @@ from qbench.data.splits import DataSplits
 DATASETS = ("digits",)
 
 
-def load_splits(dataset_cfg, model_cfg) -> DataSplits:  # noqa: ANN001 - config dataclasses
+def load_splits(dataset_cfg, model_cfg) -> DataSplits:
     """Load ``dataset_cfg`` shaped for ``model_cfg`` (channels, input size)."""
     if dataset_cfg.name == "digits":
         from qbench.data.digits import load_digits_splits

@@ -14,7 +14,7 @@ from qbench.data.splits import DataSplits
 _PIXEL_MAX = 16.0
 
 
-def load_digits_splits(dataset_cfg, model_cfg) -> DataSplits:  # noqa: ANN001
+def load_digits_splits(dataset_cfg, model_cfg) -> DataSplits:
     """Stratified, seeded split into train / calibration / evaluation, resized for the model."""
     digits = load_digits()
     images = digits.images.astype(np.float32) / _PIXEL_MAX

@@ -101,7 +101,8 @@ def summarize(samples_ms: np.ndarray, attempts: int = 1, unstable: bool = False)
     low, high = bootstrap_median_ci(s) if s.size > 1 else (float(s[0]), float(s[0]))
     p50, p90, p99 = np.percentile(s, [50, 90, 99])
     return LatencyStats(
-        n=int(s.size), robust_cv=robust_cv(s), attempts=attempts, unstable=unstable, p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=mean, std_ms=std,
+        n=int(s.size), robust_cv=robust_cv(s), attempts=attempts, unstable=unstable, p50_ms=float(p50),
+        p90_ms=float(p90), p99_ms=float(p99), mean_ms=mean, std_ms=std,
         min_ms=float(s.min()), cv=std / mean if mean > 0 else 0.0, ci95_low_ms=low, ci95_high_ms=high,
         samples_ms=s,
     )
@@ -156,7 +157,7 @@ def time_calls(
     return np.asarray(samples, dtype=np.float64) / 1e6
 
 
-def measure_latency(fn: Callable[[], object], cfg, sync: Callable[[], None] | None = None) -> TimedSamples:  # noqa: ANN001
+def measure_latency(fn: Callable[[], object], cfg, sync: Callable[[], None] | None = None) -> TimedSamples:
     """Time ``fn`` with the protocol in ``cfg`` (measure.latency), applying the stability gate."""
     metric = cfg.stability_metric
     attempts = 0

@@ -128,7 +128,7 @@ def histogram_range(values: torch.Tensor, bits: int, symmetric: bool) -> tuple[t
     return torch.tensor(los), torch.tensor(his)
 
 
-def estimate_range(rows: torch.Tensor, spec) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+def estimate_range(rows: torch.Tensor, spec) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row (min, max) of exact data rows (rows x elements) with the spec's observer."""
     rows = rows.detach().float()
     if spec.observer == "minmax":
@@ -146,7 +146,7 @@ def estimate_range(rows: torch.Tensor, spec) -> tuple[torch.Tensor, torch.Tensor
 class ActivationObserver:
     """Accumulates statistics of an activation over calibration batches (per tensor or per channel)."""
 
-    def __init__(self, spec, per_channel: bool = False, bins: int = HISTOGRAM_BINS) -> None:  # noqa: ANN001
+    def __init__(self, spec, per_channel: bool = False, bins: int = HISTOGRAM_BINS) -> None:
         self.spec = spec
         self.per_channel = per_channel
         self.bins = bins

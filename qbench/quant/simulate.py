@@ -36,7 +36,7 @@ QUANTIZABLE = (nn.Conv2d, nn.Linear)
 class InputQuantizer(nn.Module):
     """Fake-quantizes a layer's input: ``static`` (range from calibration) or ``dynamic`` (per batch)."""
 
-    def __init__(self, spec, dynamic: bool = False) -> None:  # noqa: ANN001
+    def __init__(self, spec, dynamic: bool = False) -> None:
         super().__init__()
         self.spec = spec
         self.dynamic = dynamic
@@ -86,7 +86,7 @@ class InputQuantizer(nn.Module):
 class QuantizedLayer(nn.Module):
     """A Conv2d or Linear (BN already folded) with quantized weights and, optionally, quantized input."""
 
-    def __init__(self, layer: nn.Module, name: str, weight_spec, input_quantizer: InputQuantizer | None) -> None:  # noqa: ANN001
+    def __init__(self, layer: nn.Module, name: str, weight_spec, input_quantizer: InputQuantizer | None) -> None:
         super().__init__()
         self.layer = layer
         self.name = name
@@ -161,7 +161,7 @@ def quantized_layers(model: nn.Module) -> list[QuantizedLayer]:
     return [m for m in model.modules() if isinstance(m, QuantizedLayer)]
 
 
-def build_simulated_model(fp32_model: nn.Module, quant) -> nn.Module:  # noqa: ANN001
+def build_simulated_model(fp32_model: nn.Module, quant) -> nn.Module:
     """Fold BN and wrap each Conv2d/Linear (not excluded) per the scheme; weights are quantized at once,
     static activation ranges need :func:`calibrate` next."""
     if quant.method == "none":

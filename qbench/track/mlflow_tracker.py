@@ -32,7 +32,7 @@ def resolve_uri(uri: str) -> str:
     return uri
 
 
-def client_for(uri: str):  # noqa: ANN201 - mlflow type imported lazily
+def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=resolve_uri(uri))

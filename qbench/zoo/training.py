@@ -59,9 +59,11 @@ def train(
     loader = splits.loader("train", recipe.batch_size, shuffle=True, seed=recipe.seed)
     params_decay = [p for p in model.parameters() if p.ndim > 1]
     params_other = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": params_decay, "weight_decay": recipe.weight_decay}, {"params": params_other, "weight_decay": 0}]
+    groups = [{"params": params_decay, "weight_decay": recipe.weight_decay},
+              {"params": params_other, "weight_decay": 0.0}]
+    optimizer: torch.optim.Optimizer
     if recipe.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
     elif recipe.optimizer == "adamw":
         optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
     else:
