@@ -24,6 +24,8 @@ def task(cfg: DictConfig) -> object:
     from qbench.runner import run_cell_job
     from qbench.summary import print_cell
 
+    if cfg.suite.run_dir:
+        return suite_task(cfg)
     try:
         outcome = run_cell_job(cfg, Path(HydraConfig.get().runtime.output_dir))
     except qconfig.ConfigError as exc:
@@ -38,6 +40,22 @@ def task(cfg: DictConfig) -> object:
     print_cell(record)
     exit_status = 0 if record["status"] == "finished" else 1
     return outcome
+
+
+def suite_task(cfg: DictConfig) -> object:
+    """A cell launched by the suite sweeper (in this process or in a launcher's worker): it goes to the
+    suite run's directory, attaches to the parent run, and is reused if it already finished there."""
+    from qbench.runner import CellOutcome, run_cell_job
+    from qbench.suite import cell_dir, finished_record
+
+    run_dir = Path(cfg.suite.run_dir)
+    name, cell_hash = qconfig.cell_name(cfg), qconfig.cell_hash(cfg)
+    existing = finished_record(run_dir, name, cell_hash)
+    if existing is not None:
+        return CellOutcome(existing, None, reused=True)
+    directory = cell_dir(run_dir, name, cell_hash)
+    return run_cell_job(cfg, directory, suite={"name": cfg.suite.name or "sweep", "run_dir": str(run_dir)},
+                        parent_run_id=cfg.suite.parent_run_id)
 
 
 @hydra.main(config_path=str(paths.CONF_DIR), config_name="config", version_base="1.3")

@@ -7,6 +7,7 @@ peak is reset and latency is measured, so ``memory.peak_rss_inference_mb`` is th
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 import os
 import time
@@ -55,7 +56,8 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     splits = load_splits(cfg.dataset, cfg.model)
     fp32_model, ref_meta = load_reference(cfg.model, cfg.dataset, splits, show_progress=False)
     metrics["reference.train_top1"] = float(ref_meta["eval_top1"])
-    inject_fault(cfg.debug.fault)
+    if fnmatch.fnmatch(qconfig.cell_name(cfg), cfg.debug.fault_on):
+        inject_fault(cfg.debug.fault)
 
     log.info("applying scheme %s", qconfig.scheme_label(cfg.quant))
     t0 = time.perf_counter()

@@ -156,12 +156,19 @@ class TrackingConfig:
 class SuiteConfig:
     name: str | None = None
     description: str = ""
+    # print the planned cells (grid + FP32 references, skips) and stop
+    dry_run: bool = False
+    # set by the suite sweeper for each cell it launches (not for users)
+    run_dir: str | None = None
+    parent_run_id: str | None = None
 
 
 @dataclass
 class DebugConfig:
-    # test-only fault injection inside the cell's worker: none | raise | abort | hang
+    # test-only fault injection inside the cell's worker: none | raise | abort | hang,
+    # for the cells whose name matches fault_on (fnmatch pattern)
     fault: str = "none"
+    fault_on: str = "*"
 
 
 @dataclass

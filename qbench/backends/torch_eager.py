@@ -4,13 +4,28 @@ kernel's latency: qbench labels it as such and never reports a speed-up from it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from qbench.backends.base import Backend, DeployContext, Deployment
 
+if TYPE_CHECKING:
+    from qbench.config import QBenchConfig
+
 
 class TorchEagerBackend(Backend):
     name = "torch"
+
+    def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
+        device = cfg.backend.device
+        if device == "cpu":
+            return None
+        if not device.startswith("cuda"):
+            return f"backend.device={device}: the torch backend runs on cpu or cuda[:N]"
+        if not torch.cuda.is_available():
+            return f"backend.device={device}: CUDA is not available on this host"
+        return None
 
     def deploy(self, ctx: DeployContext) -> Deployment:
         from qbench.quant.simulate import weight_tensors

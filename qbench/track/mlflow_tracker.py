@@ -32,9 +32,14 @@ def resolve_uri(uri: str) -> str:
     return uri
 
 
-def client_for(uri: str):
+def client_for(uri: str) -> Any:
+    """An MlflowClient for ``uri`` (relative SQLite paths made absolute)."""
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    # mlflow logs database migrations at INFO on first use of a store: not news for qbench's users
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=resolve_uri(uri))
 
 

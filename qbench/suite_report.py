@@ -1,0 +1,164 @@
+"""A suite's terminal side: live progress while cells run, then the summary table (terminal, CSV,
+markdown) with deltas and speed-ups against the FP32 reference measured in the same suite run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from qbench.track import records
+
+if TYPE_CHECKING:
+    from qbench.suite import PlannedCell
+
+log = logging.getLogger("qbench.suite")
+console = Console(stderr=False, width=None if Console().is_terminal else 140)
+
+
+class SuiteProgress:
+    """k/N, current cell, elapsed and ETA (rich); degrades to log lines when output is not a terminal."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.task = progress.add_task("suite", total=total, cell="")
+        self.done = 0
+        self.started = time.monotonic()
+
+    def starting(self, batch: list[PlannedCell]) -> None:
+        names = ", ".join(c.name for c in batch[:3]) + (" ..." if len(batch) > 3 else "")
+        self.progress.update(self.task, cell=names)
+        if not console.is_terminal:
+            console.print(f"[{self.done + 1}/{self.total}] {names}  (elapsed {time.monotonic() - self.started:.0f} s)")
+
+    def finished(self, batch: list[PlannedCell]) -> None:
+        self.done += len(batch)
+        self.progress.update(self.task, advance=len(batch))
+
+
+@contextlib.contextmanager
+def progress_for(total: int, resumed_cells: int = 0) -> Iterator[SuiteProgress]:
+    if resumed_cells:
+        console.print(f"resuming: {resumed_cells} cells already finished in this suite run are reused")
+    columns = (TextColumn("cell"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn(), TextColumn("{task.fields[cell]}"))
+    with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as progress:
+        yield SuiteProgress(progress, total)
+
+
+def print_plan(name: str, planned: list[PlannedCell]) -> None:
+    """suite.dry_run=true: the cells a suite would run, in order, and why any would be skipped."""
+    console.print(f"suite {name}: {len(planned)} cells")
+    for i, cell in enumerate(planned, 1):
+        note = " (FP32 reference added)" if cell.auto_reference else ""
+        if cell.skip_reason:
+            note += f" skipped: {cell.skip_reason}"
+        console.print(f"{i:>3}. {cell.name}  [{cell.cell_hash}]{note}", highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------------------------------- summary
+def collect(planned: list[PlannedCell], run_dir: Path) -> list[dict[str, Any]]:
+    """The record of every planned cell in this suite run (a missing one counts as failed)."""
+    from qbench.suite import cell_dir
+
+    out = []
+    for cell in planned:
+        path = cell_dir(run_dir, cell.name, cell.cell_hash) / records.RECORD_NAME
+        try:
+            record = records.read_record(path)
+        except (OSError, ValueError):
+            record = {"status": "failed", "cell": cell.name, "cell_hash": cell.cell_hash, "metrics": {}, "tags": {},
+                      "error": "no record was written (launcher or orchestrator failure)"}
+        record["_group"] = cell.group_key()
+        record["_auto_reference"] = cell.auto_reference
+        out.append(record)
+    return out
+
+
+def summary_frame(cells: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per cell: status, kernel, top-1, delta vs the suite's FP32 cell, p50, speed-up."""
+    references = {c["_group"]: c for c in cells if c.get("config", {}).get("quant", {}).get("method") == "none"
+                  and c["status"] == "finished"}
+    rows = []
+    for c in cells:
+        m, t = c.get("metrics", {}), c.get("tags", {})
+        ref = references.get(c["_group"])
+        rm = ref["metrics"] if ref else {}
+        kernel = t.get("kernel", "")
+        p50, ref_p50 = m.get("latency.p50_ms"), rm.get("latency.p50_ms")
+        speedup = ref_p50 / p50 if p50 and ref_p50 else None
+        note = c.get("error") or ""
+        if t.get("latency.unstable") == "true":
+            note = (note + "; " if note else "") + "latency unstable"
+        if c.get("_auto_reference"):
+            note = (note + "; " if note else "") + "FP32 reference added"
+        rows.append({
+            "cell": c["cell"], "status": c["status"], "kernel": kernel,
+            "top1": m.get("acc.top1"),
+            "delta_fp32_pt": (m["acc.top1"] - rm["acc.top1"]) * 100 if "acc.top1" in m and "acc.top1" in rm else None,
+            "p50_ms": p50,
+            # simulated (fake-quant) latency is float latency: no speed-up is claimed from it
+            "speedup": speedup if kernel not in ("simulated",) else None,
+            "note": note,
+        })
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None or pd.isna(value) else format(value, spec)
+
+
+def print_summary(name: str, frame: pd.DataFrame, elapsed_s: float | None) -> None:
+    table = Table(title=f"suite {name}", header_style="bold")
+    for col, justify in (("cell", "left"), ("status", "left"), ("kernel", "left"), ("top-1 %", "right"),
+                         ("Δ FP32 pt", "right"), ("p50 ms", "right"), ("speed-up", "right"), ("note", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    colors = {"finished": "green", "failed": "red", "skipped": "yellow"}
+    for row in frame.itertuples():
+        table.add_row(row.cell, f"[{colors.get(row.status, 'white')}]{row.status}[/]", row.kernel,
+                      _fmt(row.top1 * 100 if row.top1 is not None and not pd.isna(row.top1) else None, ".2f"),
+                      _fmt(row.delta_fp32_pt, "+.2f"), _fmt(row.p50_ms, ".3f"),
+                      _fmt(row.speedup, ".2f") + ("x" if row.speedup is not None and not pd.isna(row.speedup) else ""),
+                      row.note[:120])
+    console.print(table)
+    counts = frame["status"].value_counts().to_dict()
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("finished", "failed", "skipped")]
+    console.print(f"{len(frame)} cells: {', '.join(parts)}" + (f" in {elapsed_s:.0f} s" if elapsed_s else ""))
+    for row in frame[frame["status"] == "skipped"].itertuples():
+        console.print(f"  skipped {row.cell}: {row.note}")
+
+
+def finish_suite(name: str, planned: list[PlannedCell], run_dir: Path, state: dict[str, Any], tracking: Any,
+                 elapsed_s: float) -> int:
+    """Summary to terminal and files, artifacts to the parent run; exit status 0 unless a cell failed."""
+    cells = collect(planned, run_dir)
+    frame = summary_frame(cells)
+    print_summary(name, frame, elapsed_s)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(run_dir / "summary.csv", index=False)
+    (run_dir / "summary.md").write_text(frame.to_markdown(index=False, floatfmt=".4g"))
+    parent = state.get("parent_run_id")
+    if parent and tracking is not None and tracking.enabled:
+        from qbench.track.mlflow_tracker import client_for
+
+        try:
+            client = client_for(tracking.uri)
+            client.log_artifact(parent, str(run_dir / "summary.csv"))
+            client.log_artifact(parent, str(run_dir / "summary.md"))
+            counts = frame["status"].value_counts().to_dict()
+            for status in ("finished", "failed", "skipped"):
+                client.log_metric(parent, f"suite.cells_{status}", float(counts.get(status, 0)))
+            client.set_terminated(parent, "FINISHED" if counts.get("failed", 0) == 0 else "FAILED")
+        except Exception as exc:  # the summary files stay in run_dir
+            log.warning("could not log the suite summary to MLflow: %s", str(exc).splitlines()[0][:200])
+    console.print(f"suite run: {run_dir}" + (f"   MLflow parent run: {parent}" if parent else ""))
+    return 1 if (frame["status"] == "failed").any() else 0

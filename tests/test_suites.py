@@ -1,0 +1,138 @@
+"""Suites: grid expansion and narrowing, FP32 references, isolation of crashing cells, resume after kill -9,
+one MLflow parent run with a child per cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _cells(out: str) -> list[str]:
+    """Cell names listed by suite.dry_run=true."""
+    return [line.split()[1] for line in out.splitlines() if line.strip()[:1].isdigit() and ". " in line]
+
+
+def _suite_records(cwd: Path, suite: str) -> dict[str, dict]:
+    paths = sorted((cwd / "results" / "suites" / suite).glob("*/run-*/cells/*/record.json"))
+    return {json.loads(p.read_text())["cell"]: json.loads(p.read_text()) | {"_path": str(p)} for p in paths}
+
+
+def test_vision_suite_narrowed_from_the_command_line(run_qbench) -> None:
+    full = run_qbench("run", "+suite=vision", "suite.dry_run=true")
+    assert full.returncode == 0, full.stderr
+    assert len(_cells(full.stdout)) == 3 * 6  # 3 reference models x 6 schemes x 1 backend (torch)
+    narrowed = run_qbench("run", "+suite=vision", "model=digits_cnn", "backend=torch", "suite.dry_run=true")
+    assert narrowed.returncode == 0, narrowed.stderr
+    cells = _cells(narrowed.stdout)
+    assert len(cells) == 6 and all(c.startswith("digits_cnn/") and c.endswith("/torch") for c in cells)
+    assert cells[0] == "digits_cnn/fp32/torch"  # references first
+
+
+def test_fp32_reference_is_added_when_the_grid_lacks_it(run_qbench) -> None:
+    out = run_qbench("run", "+suite=smoke", "quant=w4a8_pc", "suite.dry_run=true")
+    assert out.returncode == 0, out.stderr
+    cells = _cells(out.stdout)
+    assert cells == ["digits_cnn/fp32/torch", "digits_cnn/w4a8-pc-mse/torch"]
+    assert "(FP32 reference added)" in out.stdout
+
+
+def test_unsupported_cells_are_listed_as_skipped_with_reason(run_qbench) -> None:
+    out = run_qbench("run", "+suite=smoke", "backend.device=cuda:7", "suite.dry_run=true")
+    assert out.returncode == 0
+    if "skipped" not in out.stdout:
+        pytest.skip("this host has 8 CUDA devices")
+    assert out.stdout.count("skipped: backend.device=cuda:7") == 3
+
+
+def test_bad_value_in_a_suite_stops_before_any_cell(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke", "quant.weights.bits=1")
+    assert out.returncode == 2
+    assert "quant.weights.bits=1: must be an integer in 2..16" in out.stdout + out.stderr
+    assert not list(tmp_path.glob("results/suites/*/*/run-*/cells/*/record.json"))
+
+
+def test_smoke_suite_logs_one_parent_with_a_child_per_cell(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    records = _suite_records(tmp_path, "smoke")
+    assert set(records) == {"digits_cnn/fp32/torch", "digits_cnn/w8a8-pc/torch", "digits_cnn/w4-wo-pg32/torch"}
+    assert all(r["status"] == "finished" for r in records.values())
+    assert "3 cells: 3 finished, 0 failed, 0 skipped" in out.stdout
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("qbench").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("qbench.role") == "suite"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["qbench.suite"] == "smoke" and parent.info.status == "FINISHED"
+    assert {"qbench.git_sha", "qbench.host_id", "qbench.started_at"} <= set(parent.data.tags)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == sorted(records)
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.csv", "summary.md"}
+    # speed-up and deltas are computed against the FP32 cell of the same run
+    summary = (Path(next(iter(records.values()))["_path"]).parents[2] / "summary.csv").read_text()
+    assert "digits_cnn/fp32/torch,finished,fp32" in summary
+
+    again = run_qbench("run", "+suite=smoke")  # resume: nothing left to do
+    assert again.returncode == 0 and "3 already finished in this suite run" in again.stdout
+    assert _suite_records(tmp_path, "smoke") == records
+
+
+def test_a_hard_crash_is_recorded_and_the_suite_goes_on(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke", "debug.fault=abort", "debug.fault_on=*w8a8*", "tracking=none")
+    assert out.returncode == 1  # a cell failed
+    records = _suite_records(tmp_path, "smoke")
+    crashed = records["digits_cnn/w8a8-pc/torch"]
+    assert crashed["status"] == "failed" and "SIGABRT" in crashed["error"]
+    assert records["digits_cnn/fp32/torch"]["status"] == "finished"
+    assert records["digits_cnn/w4-wo-pg32/torch"]["status"] == "finished"
+    assert "1 failed" in out.stdout
+
+
+def test_a_hanging_cell_times_out(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke", "quant=w4_wo", "debug.fault=hang", "debug.fault_on=*w4*",
+                     "measure.timeout_s=20", "tracking=none")
+    assert out.returncode == 1
+    record = _suite_records(tmp_path, "smoke")["digits_cnn/w4-wo-pg32/torch"]
+    assert record["status"] == "failed" and record["error"].startswith("timeout")
+
+
+def test_kill_9_midway_then_resume_runs_only_missing_cells(qbench_cache, tmp_path) -> None:
+    env = {**os.environ, "QBENCH_CACHE": str(qbench_cache)}
+    cmd = [sys.executable, "-m", "qbench", "run", "+suite=vision", "model=digits_cnn", "quant=fp32,w8a8,w8a8_pc,w4_wo",
+           "tracking=none"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            done = [r for r in _suite_records(tmp_path, "vision").values() if r["status"] == "finished"]
+            if len(done) >= 2:
+                break
+            assert proc.poll() is None, "suite ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no cell finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {name: r for name, r in _suite_records(tmp_path, "vision").items() if r["status"] == "finished"}
+    assert 2 <= len(before) < 4
+    mtimes = {name: os.stat(r["_path"]).st_mtime_ns for name, r in before.items()}
+
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert f"{len(before)} already finished in this suite run" in out.stdout
+    after = _suite_records(tmp_path, "vision")
+    assert len(after) == 4 and all(r["status"] == "finished" for r in after.values())
+    for name, mtime in mtimes.items():  # finished cells were not run again
+        assert os.stat(after[name]["_path"]).st_mtime_ns == mtime
