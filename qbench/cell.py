@@ -24,8 +24,10 @@ from qbench.measure import accuracy, memory, size
 from qbench.measure.env import fingerprint, host_id
 from qbench.measure.latency import LatencyStats, measure_latency
 from qbench.quant import apply_scheme
+from qbench.quant.simulate import weight_tensors
 from qbench.result import CellResult
 from qbench.threads import apply_threads, resolve_threads
+from qbench.zoo.cache import reference_key
 from qbench.zoo.reference import load_reference
 
 log = logging.getLogger("qbench.cell")
@@ -61,7 +63,9 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
 
     log.info("applying scheme %s", qconfig.scheme_label(cfg.quant))
     t0 = time.perf_counter()
-    simulated = apply_scheme(fp32_model, cfg.quant, splits)
+    cache_key = reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference" else None
+    simulated, scheme_stats = apply_scheme(fp32_model, cfg.quant, splits, cache_key)
+    metrics.update(scheme_stats)
     backend = get_backend(cfg.backend.name)
     deployment = backend.deploy(DeployContext(cfg, fp32_model, splits, workdir, simulated))
     metrics["time.quantize_deploy_s"] = time.perf_counter() - t0
@@ -95,7 +99,10 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     tags["memory.peak_split"] = "clear_refs" if peak_reset else "unavailable"
 
     log.info("evaluating accuracy on %d samples", len(splits.evaluation))
-    metrics.update(_accuracy(deployment, fp32_model, splits, cfg.measure.eval_batch_size))
+    metrics.update(_accuracy(deployment, fp32_model, simulated, splits, cfg.measure.eval_batch_size))
+    if not deployment.quantized_weights and simulated is not None:
+        # the scheme's ideal packed size; the deployed artifact's real size is size.artifact_bytes
+        deployment.quantized_weights = weight_tensors(simulated)
     metrics.update(_size_metrics(deployment, fp32_model))
 
     metrics["threads.intra_op"] = float(intra)
@@ -131,14 +138,27 @@ def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig) -
 
 
 @torch.inference_mode()
-def _accuracy(deployment: Deployment, fp32_model: torch.nn.Module, splits: DataSplits, batch_size: int
-              ) -> dict[str, float]:
-    outputs, references, labels = [], [], []
+def _accuracy(deployment: Deployment, fp32_model: torch.nn.Module, simulated: torch.nn.Module | None,
+              splits: DataSplits, batch_size: int) -> dict[str, float]:
+    """Accuracy and fidelity to FP32; on real backends also the deployment gap: the simulated model of the
+    same scheme on the same inputs, and how often deployed and simulated predictions agree."""
+    outputs, references, simulated_out, labels = [], [], [], []
+    gap = simulated is not None and deployment.kernel != "simulated"
     for x, y in splits.loader("evaluation", batch_size):
         outputs.append(deployment.logits(x))
         references.append(fp32_model(x))
+        if gap:
+            simulated_out.append(simulated(x))
         labels.append(y)
-    return accuracy.accuracy_metrics(torch.cat(outputs), torch.cat(labels), torch.cat(references))
+    out, ref, lab = torch.cat(outputs), torch.cat(references), torch.cat(labels)
+    metrics = accuracy.accuracy_metrics(out, lab, ref)
+    if gap:
+        sim = torch.cat(simulated_out)
+        metrics["acc.top1_simulated"] = accuracy.topk_accuracy(sim, lab, 1)
+        metrics["acc.gap_top1"] = metrics["acc.top1"] - metrics["acc.top1_simulated"]
+        metrics["acc.agreement_simulated"] = float((out.argmax(1) == sim.argmax(1)).float().mean())
+        metrics["acc.sqnr_vs_simulated_db"] = accuracy.sqnr_db(sim, out)
+    return metrics
 
 
 def _size_metrics(deployment: Deployment, fp32_model: torch.nn.Module) -> dict[str, float]:

@@ -91,7 +91,7 @@ class CalibrationConfig:
 @dataclass
 class QATConfig:
     epochs: int = 3
-    lr: float = 0.01
+    lr: float = 0.001
     batch_size: int = 64
     learnable_scales: bool = False
 
@@ -111,6 +111,12 @@ class QuantConfig:
 class BackendConfig:
     name: str = MISSING
     device: str = "cpu"
+    # onnxruntime: ONNX opset of the export, graph optimization level, execution providers in order
+    onnx_opset: int = 18
+    graph_optimization_level: str = "all"
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    # onnxruntime static QDQ: run ORT's quant_pre_process (shape inference + graph cleanup) first
+    pre_process: bool = True
 
 
 @dataclass
@@ -252,6 +258,8 @@ def validate(cfg: DictConfig) -> QBenchConfig:
         _check_choice("model.arch", obj.model.arch, zoo.REFERENCE_ARCHS)
     _check_choice("dataset.name", obj.dataset.name, data.DATASETS)
     _check_choice("backend.name", obj.backend.name, backends.BACKENDS)
+    _check_choice("backend.graph_optimization_level", obj.backend.graph_optimization_level,
+                  ("disable", "basic", "extended", "all"))
     q = obj.quant
     _check_choice("quant.method", q.method, METHODS)
     _validate_tensor("quant.weights", q.weights, GRANULARITIES)

@@ -23,7 +23,7 @@ def test_w8a8_per_channel_within_one_point_of_fp32(compose, reference_models, na
     splits = load_splits(cfg.dataset, cfg.model)
     x, y = splits.evaluation.tensors
     fp32 = _top1(reference_models[name], x, y)
-    sim = apply_scheme(reference_models[name], cfg.quant, splits)
+    sim, _ = apply_scheme(reference_models[name], cfg.quant, splits)
     assert sim is not None
     quantized = _top1(sim, x, y)
     assert abs(quantized - fp32) <= 0.01, f"{name}: fp32 {fp32:.4f} w8a8-pc {quantized:.4f}"
@@ -40,7 +40,7 @@ def test_batchnorm_is_folded_exactly(reference_models) -> None:
 
 def test_simulated_weights_are_integer_codes_times_scale(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=w4a8_pc"))
-    sim = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
+    sim, _ = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     layers = quantized_layers(sim)
     assert len(layers) == 4  # 3 convs + classifier
     for layer in layers:
@@ -56,7 +56,7 @@ def test_simulated_weights_are_integer_codes_times_scale(compose, reference_mode
 
 def test_weight_only_leaves_activations_in_float(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=w4_wo"))
-    sim = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
+    sim, _ = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     layers = quantized_layers(sim)
     assert all(layer.input_quantizer is None for layer in layers)
     assert all(layer.weight_q.granularity == "per_group" for layer in layers)
@@ -64,7 +64,7 @@ def test_weight_only_leaves_activations_in_float(compose, reference_models) -> N
 
 def test_dynamic_quantizes_activations_per_batch(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=dynamic8"))
-    sim = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
+    sim, _ = apply_scheme(reference_models["digits_cnn"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     first = quantized_layers(sim)[0]
     assert first.input_quantizer is not None and first.input_quantizer.dynamic
     x = torch.randn(2, 1, 32, 32)
@@ -81,7 +81,7 @@ def test_activation_observers_calibrate(compose, reference_models, observer: str
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=w8a8_pc", f"quant.activations.observer={observer}",
                                    "quant.calibration.samples=64"))
     splits = load_splits(cfg.dataset, cfg.model)
-    sim = apply_scheme(reference_models["digits_cnn"], cfg.quant, splits)
+    sim, _ = apply_scheme(reference_models["digits_cnn"], cfg.quant, splits)
     x, y = splits.evaluation.tensors
     assert _top1(sim, x, y) >= 0.95
     for layer in quantized_layers(sim):
@@ -90,6 +90,6 @@ def test_activation_observers_calibrate(compose, reference_models, observer: str
 
 def test_excluded_layers_stay_float(compose, reference_models) -> None:
     cfg = qconfig.validate(compose("model=resnet18", "quant=w8a8", "quant.exclude=[conv1,fc]"))
-    sim = apply_scheme(reference_models["resnet18"], cfg.quant, load_splits(cfg.dataset, cfg.model))
+    sim, _ = apply_scheme(reference_models["resnet18"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     names = {layer.name for layer in quantized_layers(sim)}
     assert "conv1" not in names and "fc" not in names and "layer1.0.conv1" in names

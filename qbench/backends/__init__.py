@@ -8,6 +8,8 @@ from qbench.backends.base import Backend, DeployContext, Deployment, Unsupported
 
 _REGISTRY = {
     "torch": ("qbench.backends.torch_eager", "TorchEagerBackend"),
+    "torch_int8": ("qbench.backends.torch_int8", "TorchInt8Backend"),
+    "onnxruntime": ("qbench.backends.onnxruntime", "OnnxRuntimeBackend"),
 }
 BACKENDS = tuple(_REGISTRY)
 

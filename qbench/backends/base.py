@@ -38,6 +38,9 @@ class DeployContext:
     # the scheme applied in simulation (fake-quant, calibrated / QAT-trained); None for FP32 cells.
     simulated_model: nn.Module | None = None
 
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
 
 @dataclass
 class Deployment:
@@ -57,6 +60,8 @@ class Deployment:
     quantized_weights: dict[str, QuantizedTensor] = field(default_factory=dict)
     # called after each timed call so asynchronous devices are measured correctly (CUDA)
     sync: Callable[[], None] | None = None
+    # the object that runs (torch module, ORT session), for inspection
+    runtime: Any = None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_logits(self.run(self.prepare(x)))

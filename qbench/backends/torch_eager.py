@@ -62,4 +62,5 @@ class TorchEagerBackend(Backend):
             tags={"device": str(device)},
             quantized_weights=quantized,
             sync=sync,
+            runtime=model,
         )

@@ -11,17 +11,24 @@ if TYPE_CHECKING:
     from qbench.data import DataSplits
 
 
-def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits) -> nn.Module | None:
+def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, cache_key: str | None = None
+                 ) -> tuple[nn.Module | None, dict[str, float]]:
     """The simulated (fake-quant) model of ``quant``: BN folded, weights quantized, static activation
-    ranges calibrated on ``quant.calibration.samples`` calibration images. None for method ``none``."""
+    ranges calibrated on ``quant.calibration.samples`` calibration images, then fine-tuned for QAT.
+    None for method ``none``. Also returns figures of the process (QAT time and accuracy).
+
+    A QAT result is cached under ``cache_key`` (reference model + scheme) so that the cells of a suite that
+    deploy the same QAT model to several backends train it once."""
     from qbench.quant.simulate import build_simulated_model, calibrate
 
     if quant.method == "none":
-        return None
-    if quant.method == "qat":
-        raise NotImplementedError("quant.method=qat is not available yet")
+        return None, {}
     model = build_simulated_model(fp32_model, quant)
-    if quant.method == "ptq":
+    if quant.method in ("ptq", "qat"):
         samples = min(quant.calibration.samples, len(splits.calibration))
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))
-    return model
+    if quant.method == "qat":
+        from qbench.quant.qat import cached_qat
+
+        return cached_qat(model, splits, quant, cache_key)
+    return model, {}

@@ -71,6 +71,13 @@ class InputQuantizer(nn.Module):
     def _shape(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return t.reshape(1, -1, *([1] * (x.dim() - 2))) if self.per_channel else t
 
+    def freeze_learned_scale(self) -> None:
+        """After QAT: the learned scale becomes a fixed buffer again."""
+        if isinstance(self.scale, nn.Parameter):
+            scale = self.scale.detach().abs().clamp(min=torch.finfo(torch.float32).eps).clone()
+            del self.scale
+            self.register_buffer("scale", scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
             self.observer.observe(x)
@@ -80,7 +87,15 @@ class InputQuantizer(nn.Module):
             return fake_quantize(x, scale, zp, self.qmin, self.qmax)
         if not self.calibrated:
             raise RuntimeError("static input quantizer used before calibration")
-        return fake_quantize(x, self._shape(self.scale, x), self._shape(self.zero_point, x), self.qmin, self.qmax)
+        scale = self.scale
+        if isinstance(scale, nn.Parameter):  # LSQ: scale the scale's gradient by 1/sqrt(numel * qmax)
+            scale = lsq_grad_scale(scale.abs() + 1e-12, (x[0].numel() * self.qmax) ** -0.5)
+        return fake_quantize(x, self._shape(scale, x), self._shape(self.zero_point, x), self.qmin, self.qmax)
+
+
+def lsq_grad_scale(t: torch.Tensor, factor: float) -> torch.Tensor:
+    """Same value as ``t``, gradient multiplied by ``factor`` (LSQ, Esser et al. 2020)."""
+    return (t - t * factor).detach() + t * factor
 
 
 class QuantizedLayer(nn.Module):
@@ -114,24 +129,44 @@ class QuantizedLayer(nn.Module):
             if self.input_quantizer is not None and not self.input_quantizer.dynamic:
                 self.input_quantizer.make_scale_learnable()
 
+    def _qat_qparams(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale/zero point used while training: learned (LSQ), min/max of the current weight, or (for the
+        costly observers: mse, percentile, histogram) the scale found once before training."""
+        spec = self.weight_spec
+        _, qmax = qrange(spec.bits, spec.symmetric)
+        if self.weight_scale is not None:
+            assert self.weight_q is not None
+            factor = (rows.shape[1] * qmax) ** -0.5
+            return lsq_grad_scale(self.weight_scale.abs() + 1e-12, factor), self.weight_q.zero_point
+        if spec.observer == "minmax":
+            return compute_qparams(*estimate_range(rows, spec), spec.bits, spec.symmetric)
+        q = self.weight_q or self.quantize_weight()
+        return q.scale, q.zero_point
+
     def _weight_fake_quant(self) -> torch.Tensor:
         spec, w = self.weight_spec, self.layer.weight
         rows = to_rows(w, spec.granularity, spec.group_size)
-        if self.weight_scale is not None:
-            assert self.weight_q is not None
-            scale, zp = self.weight_scale.abs() + 1e-12, self.weight_q.zero_point
-        else:
-            lo, hi = estimate_range(rows, spec) if spec.observer == "minmax" else self._frozen_range()
-            scale, zp = compute_qparams(lo, hi, spec.bits, spec.symmetric)
+        scale, zp = self._qat_qparams(rows)
         qmin, qmax = qrange(spec.bits, spec.symmetric)
         fq_rows = fake_quantize(rows, scale.unsqueeze(1), zp.unsqueeze(1), qmin, qmax)
         return from_rows(fq_rows, w.shape, spec.granularity)
 
-    def _frozen_range(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # expensive observers (mse, percentile, histogram) are run once; QAT keeps their ratio of the range
-        q = self.weight_q or self.quantize_weight()
-        qmin, qmax = qrange(q.bits, q.symmetric)
-        return (qmin - q.zero_point) * q.scale, (qmax - q.zero_point) * q.scale
+    def finish_qat(self) -> None:
+        """Freeze the trained weight into integer codes with exactly the qparams training used."""
+        spec = self.weight_spec
+        w = self.layer.weight.detach()
+        rows = to_rows(w, spec.granularity, spec.group_size)
+        with torch.no_grad():
+            scale, zp = self._qat_qparams(rows)
+        scale = scale.detach().abs().clamp(min=torch.finfo(torch.float32).eps)
+        qmin, qmax = qrange(spec.bits, spec.symmetric)
+        lo, hi = (qmin - zp) * scale, (qmax - zp) * scale
+        self.weight_q = quantize_tensor(w, lo, hi, spec.bits, spec.symmetric, spec.granularity, spec.group_size)
+        self.register_buffer("weight_fq", self.weight_q.dequantize(), persistent=False)
+        self.qat = False
+        self.weight_scale = None
+        if self.input_quantizer is not None:
+            self.input_quantizer.freeze_learned_scale()
 
     def weight(self) -> torch.Tensor:
         if self.weight_spec is None:
@@ -201,6 +236,15 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     for q in quantizers:
         q.freeze()
     return seen
+
+
+def unwrap_simulated(model: nn.Module) -> nn.Module:
+    """A plain float copy of a simulated model (each QuantizedLayer replaced by its inner layer, with its
+    current, e.g. QAT-trained, weights): what exporters and integer runtimes take as input."""
+    plain = copy.deepcopy(model)
+    for layer in quantized_layers(plain):
+        plain.set_submodule(layer.name, layer.layer)
+    return plain.eval()
 
 
 def weight_tensors(model: nn.Module) -> dict[str, QuantizedTensor]:

@@ -1,0 +1,53 @@
+"""Export of PyTorch models to ONNX (torch.onnx's dynamo exporter), cached for the reference models.
+
+The exported graph is the *BatchNorm-folded* model (qbench.quant.simulate.fold_batchnorm), so that every
+ONNX Conv/Gemm keeps its layer's parameter names (``layer1.0.conv1.weight``): qbench maps ONNX tensors back
+to layers by those names (operation counts, injected scales for QAT and MSE calibration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qbench import paths
+from qbench.zoo.cache import lock_for
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int) -> Path:
+    """Export ``model`` (eval mode) with a dynamic batch dimension; written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.onnx")
+    example = (torch.zeros(2, *input_shape),)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # the exporter narrates its steps on stdout: keep the worker log readable
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            model.eval(), example, str(tmp), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+        )
+    os.replace(tmp, path)
+    return path
+
+
+def cached_reference_export(model_cfg, dataset_cfg, folded_model: nn.Module, input_shape: tuple[int, ...],
+                            opset: int) -> Path:
+    """The BN-folded FP32 export of a reference model, made once per (model, opset, torch version)."""
+    from qbench.zoo.cache import reference_key
+
+    version = torch.__version__.split("+")[0]
+    path = paths.cache_dir() / "exports" / f"{reference_key(model_cfg, dataset_cfg)}-opset{opset}-torch{version}.onnx"
+    if path.is_file():
+        return path
+    with lock_for(path.with_suffix("")):
+        if not path.is_file():
+            export_onnx(folded_model, input_shape, path, opset)
+    return path

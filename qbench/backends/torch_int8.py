@@ -1,0 +1,226 @@
+"""PyTorch's quantized CPU kernels (engine ``x86``: fbgemm + oneDNN), reached through torch.ao FX.
+
+Why torch.ao FX and not pt2e: in torch 2.14 FX graph-mode quantization is deprecated and pt2e lives in
+the separate torchao package, but a pt2e-converted model runs *reference* (quantize -> float op ->
+dequantize) graphs in eager mode; its integer kernels only appear after ``torch.compile`` with Inductor
+(a C++ toolchain, tens of seconds of compilation per model, a different runtime). FX's ``convert_fx``
+yields modules that call the fbgemm/oneDNN int8 kernels directly in eager mode, which is what this backend
+measures. The choice is recorded in the ``torch.quantization_api`` tag; a pt2e/Inductor backend can be
+added as its own module.
+
+The scheme is deployed with *qbench's* quantization parameters, so the deployment gap measures the
+kernels, not a different calibration: after ``prepare_fx`` + calibration (min/max, for the tensors qbench
+does not quantize, e.g. residual-add outputs), the observer feeding each Conv/Linear gets the range of
+the simulated layer's input quantizer, and after ``convert_fx`` each quantized layer's weight is replaced
+by the simulated layer's integer codes, scales and bias (``set_weight_bias``). Activations use the full
+u8 range (``reduce_range=False``): exact for 8-bit schemes on VNNI CPUs; on CPUs without VNNI fbgemm's
+u8 x s8 pairwise products can saturate, which the deployment-gap metrics would show.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from qbench.backends.base import Backend, DeployContext, Deployment
+
+if TYPE_CHECKING:
+    from qbench.config import QBenchConfig
+    from qbench.quant.simulate import QuantizedLayer
+
+ENGINE = "x86"
+
+
+class TorchInt8Backend(Backend):
+    name = "torch_int8"
+
+    def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
+        if cfg.backend.device != "cpu":
+            return "PyTorch's quantized int8 kernels (fbgemm/oneDNN) run on the CPU only"
+        q = cfg.quant
+        w, a = q.weights, q.activations
+        if q.method == "none":
+            return None
+        if q.method == "weight_only":
+            return "no weight-only kernels for Conv/Linear in PyTorch's eager quantized CPU backend"
+        if w.bits != 8 or a.bits != 8:
+            return f"W{w.bits}A{a.bits}: PyTorch's quantized CPU kernels are int8 x int8 (W4A4, W4A8 are not)"
+        if w.granularity == "per_group":
+            return "per-group weights: PyTorch's quantized Conv/Linear take per-tensor or per-channel scales"
+        if not w.symmetric:
+            return "asymmetric weights: qbench deploys symmetric int8 weights to fbgemm/oneDNN"
+        if q.method in ("ptq", "qat"):
+            if a.granularity != "per_tensor":
+                return "per-channel activations: quantized tensors between ops carry one scale"
+            if a.symmetric:
+                return "symmetric (signed) activations: fbgemm/oneDNN take uint8 activations with a zero point"
+        return None
+
+    def deploy(self, ctx: DeployContext) -> Deployment:
+        from qbench.measure.opcount import count_layers
+        from qbench.measure.opmix import torch_op_mix
+
+        torch.backends.quantized.engine = ENGINE
+        method = ctx.cfg.quant.method
+        if method == "none":
+            model, tags = ctx.fp32_model, {"torch.quantization_api": "none"}
+        elif method == "dynamic":
+            model, tags = _dynamic(ctx)
+        else:
+            model, tags = _static(ctx)
+        model.eval()
+        tags["torch.quantized_engine"] = torch.backends.quantized.engine
+        layers = count_layers(ctx.fp32_model, ctx.splits.input_shape)
+        metrics, mix_tags = torch_op_mix(model, layers)
+        tags.update(mix_tags)
+        artifact = ctx.workdir / ("model_fp32.pt" if method == "none" else "model_int8.pt")
+        torch.save(model.state_dict(), artifact)
+        if method == "none":
+            kernel = "fp32"
+        else:
+            share = metrics.get("opmix.integer_mac_share", metrics.get("opmix.integer_op_share", 0.0))
+            kernel = "int8" if share >= 0.9 else ("mixed" if share > 0 else "fp32")
+
+        @torch.inference_mode()
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return model(x)
+
+        return Deployment(kernel=kernel, prepare=lambda x: x.contiguous(), run=run, to_logits=lambda y: y.float(),
+                          artifacts=[artifact], tags=tags, metrics=metrics, runtime=model)
+
+
+def _simulated_layers(ctx: DeployContext) -> dict[str, QuantizedLayer]:
+    from qbench.quant.simulate import quantized_layers
+
+    assert ctx.simulated_model is not None, "a quantized cell needs its simulated model"
+    return {layer.name: layer for layer in quantized_layers(ctx.simulated_model)}
+
+
+def _quantized_weight(layer: QuantizedLayer) -> torch.Tensor:
+    """The simulated layer's codes as a torch quantized tensor (qint8)."""
+    q = layer.weight_q
+    assert q is not None
+    codes = q.codes.to(torch.int8)
+    if q.granularity == "per_channel":
+        return torch._make_per_channel_quantized_tensor(codes, q.scale.double(), q.zero_point.long(), 0)
+    return torch._make_per_tensor_quantized_tensor(codes, float(q.scale[0]), int(q.zero_point[0]))
+
+
+def _qconfig(per_channel: bool) -> Any:
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    # narrow symmetric int8 weights (codes in [-127, 127]), like qbench's simulation and ONNX Runtime
+    weight = (PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                 quant_min=-127, quant_max=127) if per_channel else
+              MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, quant_min=-127,
+                                       quant_max=127))
+    return QConfig(activation=MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=False), weight=weight)
+
+
+def _static(ctx: DeployContext) -> tuple[nn.Module, dict[str, str]]:
+    from torch.ao.quantization import QConfigMapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from qbench.quant.simulate import unwrap_simulated
+
+    q = ctx.cfg.quant
+    sim_layers = _simulated_layers(ctx)
+    mapping = QConfigMapping().set_global(_qconfig(q.weights.granularity == "per_channel"))
+    for name in _excluded(ctx, sim_layers):
+        mapping.set_module_name(name, None)
+    example = (ctx.splits.calibration.tensors[0][:1],)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FX quantization is deprecated in favour of pt2e (see module docstring)
+        # start from the simulated model's float weights (BN folded; QAT-trained for QAT) so that the
+        # observers qbench does not override are calibrated on the network that is deployed
+        prepared = prepare_fx(unwrap_simulated(ctx.simulated_model), mapping, example)
+        samples = min(q.calibration.samples, len(ctx.splits.calibration))
+        with torch.no_grad():
+            for batch in ctx.splits.calibration_inputs(samples, q.calibration.batch_size):
+                prepared(batch)
+        injected_acts, shared = _inject_activation_ranges(prepared, sim_layers)
+        converted = convert_fx(prepared)
+    injected_weights = _inject_weights(converted, sim_layers)
+    return converted, {
+        "torch.quantization_api": "torch.ao.quantization.quantize_fx",
+        "torch.injected": f"weights={injected_weights},activations={injected_acts},shared_kept={shared}",
+    }
+
+
+def _excluded(ctx: DeployContext, sim_layers: dict[str, QuantizedLayer]) -> list[str]:
+    """Conv/Linear layers the simulation kept in float (quant.exclude) stay float here too."""
+    return [name for name, module in ctx.fp32_model.named_modules()
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and name not in sim_layers]
+
+
+def _inject_activation_ranges(prepared: torch.fx.GraphModule, sim_layers: dict[str, QuantizedLayer]
+                              ) -> tuple[int, int]:
+    """Give the observer in front of each simulated layer that layer's input range; returns (set, skipped).
+
+    An observer instance that FX shares between several tensors (pooling/flatten/reshape reuse their input's
+    quantization parameters) is left with its own calibrated range: forcing a consumer's range on it would
+    also clip the producer's output."""
+    from collections import Counter
+
+    from torch.ao.quantization.observer import ObserverBase
+
+    uses = Counter(id(prepared.get_submodule(n.target)) for n in prepared.graph.nodes
+                   if n.op == "call_module" and isinstance(prepared.get_submodule(n.target), ObserverBase))
+    assigned: dict[int, tuple[float, int]] = {}
+    skipped = 0
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or node.target not in sim_layers or not node.args:
+            continue
+        source = node.args[0]
+        if getattr(source, "op", None) != "call_module":
+            continue
+        observer = prepared.get_submodule(source.target)
+        iq = sim_layers[node.target].input_quantizer
+        if not isinstance(observer, ObserverBase) or iq is None or not iq.calibrated:
+            continue
+        scale, zero_point = float(iq.scale.reshape(-1)[0]), int(iq.zero_point.reshape(-1)[0])
+        key = id(observer)
+        if uses[key] > 1 or (key in assigned and assigned[key] != (scale, zero_point)):
+            skipped += 1
+            continue
+        assigned[key] = (scale, zero_point)
+        # a u8 observer given [(0 - zp) * s, (255 - zp) * s] computes exactly scale s and zero point zp
+        observer.min_val = torch.tensor((0 - zero_point) * scale)
+        observer.max_val = torch.tensor((255 - zero_point) * scale)
+    return len(assigned), skipped
+
+
+def _inject_weights(converted: nn.Module, sim_layers: dict[str, QuantizedLayer]) -> int:
+    injected = 0
+    for name, layer in sim_layers.items():
+        try:
+            module = converted.get_submodule(name)
+        except AttributeError:
+            continue
+        if hasattr(module, "set_weight_bias") and layer.weight_q is not None:
+            bias = layer.layer.bias.detach().float() if layer.layer.bias is not None else None
+            module.set_weight_bias(_quantized_weight(layer), bias)
+            injected += 1
+    return injected
+
+
+def _dynamic(ctx: DeployContext) -> tuple[nn.Module, dict[str, str]]:
+    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization.qconfig import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+    per_channel = ctx.cfg.quant.weights.granularity == "per_channel"
+    sim_layers = _simulated_layers(ctx)
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    targets = {name: qconfig for name, module in ctx.fp32_model.named_modules()
+               if isinstance(module, nn.Linear) and name in sim_layers}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = quantize_dynamic(copy.deepcopy(ctx.fp32_model).eval(), targets, dtype=torch.qint8)
+    injected = _inject_weights(model, {n: sim_layers[n] for n in targets})
+    return model, {"torch.quantization_api": "torch.ao.quantization.quantize_dynamic (Linear only)",
+                   "torch.injected": f"weights={injected}"}

@@ -1,0 +1,113 @@
+"""Operator mix of a deployed graph: how much of the compute actually runs in integer kernels.
+
+An "int8" model whose convolutions still run in float (unsupported pattern, a missing fusion, dynamic
+quantization that only covers MatMul) is not faster; this is how qbench says so. Shares are reported by
+operator count and, where a node can be mapped to a layer (by its weight/bias initializer names, which
+qbench's exports keep), by multiply-accumulates.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from torch import nn
+
+from qbench.measure.opcount import LayerCount
+
+# ONNX Runtime compute operators, by the precision of their arithmetic
+ORT_INTEGER_OPS = {
+    "QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "MatMulNBits", "QAttention", "DynamicQuantizeLSTM", "QLinearConvTranspose",
+}
+ORT_FLOAT_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose", "Attention"}
+ORT_CONV_OPS = {"QLinearConv", "ConvInteger", "Conv", "FusedConv"}
+ORT_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+_SUFFIXES = (".weight", ".bias")
+
+
+def _layer_of(tensor: str, layers: dict[str, LayerCount]) -> str | None:
+    for suffix in _SUFFIXES:
+        if suffix in tensor:
+            name = tensor.split(suffix)[0]
+            if name in layers:
+                return name
+    return None
+
+
+def _metrics(kinds: list[tuple[str, bool, bool, int | None]], total_macs: int) -> dict[str, float]:
+    """kinds: (op_type, is_integer, is_conv, macs or None) per compute op."""
+    compute = len(kinds)
+    integer = sum(1 for _, is_int, _, _ in kinds if is_int)
+    convs = [k for k in kinds if k[2]]
+    mapped = sum(m for *_, m in kinds if m is not None)
+    integer_macs = sum(m for _, is_int, _, m in kinds if is_int and m is not None)
+    out = {
+        "opmix.compute_ops": float(compute),
+        "opmix.integer_ops": float(integer),
+        "opmix.integer_op_share": integer / compute if compute else 0.0,
+        "opmix.conv_ops": float(len(convs)),
+        "opmix.integer_conv_share": sum(1 for k in convs if k[1]) / len(convs) if convs else 0.0,
+    }
+    if total_macs and mapped:
+        out["opmix.mac_coverage"] = mapped / total_macs
+        out["opmix.integer_mac_share"] = integer_macs / mapped
+    return out
+
+
+def verdict(metrics: dict[str, float]) -> str:
+    """One line for humans: how much of the work is integer."""
+    share = metrics.get("opmix.integer_mac_share", metrics.get("opmix.integer_op_share", 0.0))
+    basis = "MACs" if "opmix.integer_mac_share" in metrics else "compute ops"
+    if share >= 0.9:
+        return f"integer: {share:.0%} of {basis} in integer kernels"
+    if share > 0:
+        return f"partly integer: {share:.0%} of {basis} in integer kernels, the rest in float"
+    return "float: no integer kernels in the deployed graph"
+
+
+def onnx_op_mix(model_path: Path, layers: dict[str, LayerCount]) -> tuple[dict[str, float], dict[str, str]]:
+    """Op mix of an (optimized) ONNX graph; compute nodes are mapped to layers by initializer names."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    kinds = []
+    counter: Counter[str] = Counter()
+    qdq = 0
+    for node in model.graph.node:
+        op = node.op_type
+        if op in ORT_QDQ_OPS:
+            qdq += 1
+        if op not in ORT_INTEGER_OPS and op not in ORT_FLOAT_OPS:
+            continue
+        counter[op] += 1
+        layer = next((name for t in node.input if t in initializers and (name := _layer_of(t, layers))), None)
+        macs = layers[layer].macs if layer else None
+        kinds.append((op, op in ORT_INTEGER_OPS, op in ORT_CONV_OPS, macs))
+    metrics = _metrics(kinds, sum(c.macs for c in layers.values()))
+    metrics["opmix.qdq_ops"] = float(qdq)
+    tags = {"opmix.ops": ",".join(f"{op}={n}" for op, n in sorted(counter.items())), "opmix.verdict": verdict(metrics)}
+    return metrics, tags
+
+
+def torch_op_mix(model: nn.Module, layers: dict[str, LayerCount]) -> tuple[dict[str, float], dict[str, str]]:
+    """Op mix of a torch module tree: quantized (torch.ao.nn.quantized*) vs float Conv/Linear modules."""
+    kinds = []
+    counter: Counter[str] = Counter()
+    for name, module in model.named_modules():
+        module_path = type(module).__module__
+        quantized = ".quantized" in module_path
+        is_conv = "Conv" in type(module).__name__
+        is_linear = type(module).__name__ in ("Linear", "LinearReLU")
+        if not (is_conv or is_linear) or (not quantized and not isinstance(module, (nn.Conv2d, nn.Linear))):
+            continue
+        label = ("quantized." if quantized else "float.") + type(module).__name__
+        if ".dynamic" in module_path:
+            label = "dynamic." + type(module).__name__
+        counter[label] += 1
+        macs = layers[name].macs if name in layers else None
+        kinds.append((label, quantized, is_conv, macs))
+    metrics = _metrics(kinds, sum(c.macs for c in layers.values()))
+    tags = {"opmix.ops": ",".join(f"{op}={n}" for op, n in sorted(counter.items())), "opmix.verdict": verdict(metrics)}
+    return metrics, tags

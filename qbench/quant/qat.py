@@ -1,0 +1,65 @@
+"""Quantization-aware training: fine-tune the simulated model with fake quantization in the loop.
+
+Rounding passes gradients straight through (STE); values clipped by the range get none. With
+``quant.qat.learnable_scales`` the weight and activation scales are trained too (LSQ, with its gradient
+scaling). BatchNorm is folded before training (the folded conv is trained), so what is trained is exactly
+what integer runtimes deploy. Static activation ranges are calibrated first and then kept (or learned).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+import torch
+
+from qbench import paths
+from qbench.config import TrainRecipe
+from qbench.quant.simulate import quantized_layers
+from qbench.zoo.training import train
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from qbench.config import QuantConfig
+    from qbench.data import DataSplits
+
+
+def quantization_aware_training(model: nn.Module, splits: DataSplits, quant: QuantConfig, seed: int = 0
+                                ) -> dict[str, float]:
+    """Fine-tune ``model`` (a calibrated simulated model) in place; returns timing and accuracy figures."""
+    layers = quantized_layers(model)
+    for layer in layers:
+        layer.enable_qat(quant.qat.learnable_scales)
+    recipe = TrainRecipe(epochs=quant.qat.epochs, batch_size=quant.qat.batch_size, optimizer="sgd", lr=quant.qat.lr,
+                         weight_decay=0.0, label_smoothing=0.1, warmup_epochs=0, augment=True, seed=seed)
+    stats = train(model, splits, recipe, description="QAT", show_progress=False) if recipe.epochs > 0 else {}
+    for layer in layers:
+        layer.finish_qat()
+    model.eval()
+    return {f"qat.{k}": float(v) for k, v in stats.items()}
+
+
+def cached_qat(model: nn.Module, splits: DataSplits, quant: QuantConfig, reference_key: str | None
+               ) -> tuple[nn.Module, dict[str, float]]:
+    """QAT of ``model`` once per (reference model, scheme): later cells load the trained simulated model."""
+    if reference_key is None:
+        return model, quantization_aware_training(model, splits, quant)
+    from qbench.zoo.cache import lock_for
+
+    scheme = hashlib.sha256(json.dumps(asdict(quant), sort_keys=True).encode()).hexdigest()[:12]
+    path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}.pt"
+    with lock_for(path.with_suffix("")):
+        if path.is_file():
+            # qbench's own cache file (a pickled module with its QuantizedTensors), not user input
+            loaded = torch.load(path, weights_only=False)
+            return loaded["model"], {**loaded["stats"], "qat.cached": 1.0}
+        stats = quantization_aware_training(model, splits, quant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save({"model": model, "stats": stats}, tmp)
+        os.replace(tmp, path)
+    return model, {**stats, "qat.cached": 0.0}

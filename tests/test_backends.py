@@ -1,0 +1,141 @@
+"""Real integer backends (torch_int8, onnxruntime): accuracy against FP32, op mix, deployment gap,
+capabilities, and the QAT deployment path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qbench import config as qconfig
+from qbench.backends import DeployContext, get_backend
+from qbench.data import load_splits
+from qbench.quant import apply_scheme
+from qbench.quant.simulate import quantized_layers
+
+
+def _deploy(compose, reference_models, tmp_path: Path, model: str, quant: str, backend: str, *extra: str):
+    cfg = qconfig.validate(compose(f"model={model}", f"quant={quant}", f"backend={backend}", *extra))
+    splits = load_splits(cfg.dataset, cfg.model)
+    fp32 = reference_models[model]
+    sim, _ = apply_scheme(fp32, cfg.quant, splits)
+    return get_backend(backend).deploy(DeployContext(cfg, fp32, splits, tmp_path, sim)), splits, sim
+
+
+def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+@pytest.mark.parametrize("backend", ["torch_int8", "onnxruntime"])
+@pytest.mark.parametrize("model", ["digits_cnn", "resnet18", "mobilenet_v2"])
+def test_w8a8_per_channel_within_one_point_of_fp32(compose, reference_models, tmp_path, model, backend) -> None:
+    deployment, splits, _ = _deploy(compose, reference_models, tmp_path, model, "w8a8_pc", backend)
+    x, y = splits.evaluation.tensors
+    with torch.inference_mode():
+        fp32 = _top1(reference_models[model](x), y)
+    deployed = _top1(deployment.logits(x), y)
+    assert deployment.kernel == "int8"
+    assert abs(deployed - fp32) <= 0.01, f"{model} on {backend}: fp32 {fp32:.4f} int8 {deployed:.4f}"
+
+
+def test_ort_op_mix_resnet18_int8_vs_fp32(compose, reference_models, tmp_path) -> None:
+    int8, _, _ = _deploy(compose, reference_models, tmp_path / "q", "resnet18", "w8a8", "onnxruntime")
+    assert int8.metrics["opmix.integer_conv_share"] > 0.9
+    assert int8.metrics["opmix.conv_ops"] == 20 and int8.metrics["opmix.mac_coverage"] == pytest.approx(1.0)
+    assert "QLinearConv=20" in int8.tags["opmix.ops"]
+    fp32, _, _ = _deploy(compose, reference_models, tmp_path / "f", "resnet18", "fp32", "onnxruntime")
+    assert fp32.metrics["opmix.integer_conv_share"] == 0.0 and fp32.metrics["opmix.integer_ops"] == 0
+    assert fp32.kernel == "fp32"
+
+
+def test_ort_weight_only_uses_matmulnbits_and_says_convs_stay_float(compose, reference_models, tmp_path) -> None:
+    deployment, splits, _ = _deploy(compose, reference_models, tmp_path, "digits_cnn", "w4_wo", "onnxruntime")
+    assert "MatMulNBits=1" in deployment.tags["opmix.ops"]
+    assert deployment.metrics["opmix.integer_conv_share"] == 0.0
+    assert deployment.kernel == "mixed" and "partly integer" in deployment.tags["opmix.verdict"]
+    x, y = splits.evaluation.tensors
+    assert _top1(deployment.logits(x), y) > 0.95
+
+
+def test_torch_int8_runs_qbench_codes_exactly(compose, reference_models, tmp_path) -> None:
+    deployment, _, sim = _deploy(compose, reference_models, tmp_path, "resnet18", "w8a8_pc", "torch_int8")
+    model = deployment.runtime  # the converted module the deployment runs
+    for layer in quantized_layers(sim):
+        quantized = model.get_submodule(layer.name).weight()
+        assert torch.equal(quantized.int_repr(), layer.weight_q.codes), layer.name
+        assert torch.allclose(quantized.q_per_channel_scales().float(), layer.weight_q.scale)
+    assert "shared_kept" in deployment.tags["torch.injected"]
+
+
+def test_torch_int8_dynamic_quantizes_linear_only(compose, reference_models, tmp_path) -> None:
+    deployment, _, _ = _deploy(compose, reference_models, tmp_path, "resnet18", "dynamic8", "torch_int8")
+    assert deployment.tags["opmix.ops"] == "dynamic.Linear=1,float.Conv2d=20"
+    assert deployment.kernel == "mixed"
+
+
+def test_gemm_to_matmul_rewrite_is_exact(tmp_path) -> None:
+    import onnxruntime as ort
+
+    from qbench.backends.onnx_export import export_onnx
+    from qbench.backends.onnxruntime import gemm_to_matmul
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    path = export_onnx(model, (3, 2, 2), tmp_path / "m.onnx", 18)
+    import onnx
+
+    proto = onnx.load(str(path))
+    assert gemm_to_matmul(proto) == 2
+    onnx.save(proto, str(tmp_path / "mm.onnx"))
+    x = np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32)
+    a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    b = ort.InferenceSession(str(tmp_path / "mm.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not any(n.op_type == "Gemm" for n in proto.graph.node)
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (("quant=w4a8_pc", "backend=torch_int8"), "int8 x int8"),
+        (("quant=w4_wo", "backend=torch_int8"), "weight-only"),
+        (("quant=w4a8_pc", "backend=onnxruntime"), "int8 only"),
+        (("backend=onnxruntime", "backend.providers=[TensorrtExecutionProvider]"), "unavailable here (available:"),
+    ],
+)
+def test_unsupported_single_cell_is_one_line_exit_2(run_qbench, tmp_path, args, fragment) -> None:
+    out = run_qbench("run", *args)
+    assert out.returncode == 2
+    assert fragment in out.stderr and out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_qat_runs_end_to_end_and_deploys_to_onnxruntime(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "model=digits_cnn", "quant=qat_w8a8_pc", "backend=onnxruntime", "measure=quick",
+                     "tracking=none")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (path,) = tmp_path.glob("results/runs/*/record.json")
+    record = json.loads(path.read_text())
+    m = record["metrics"]
+    assert record["tags"]["kernel"] == "int8" and record["tags"]["ort.activation_qparams"] == "qat-learned"
+    assert m["opmix.integer_conv_share"] == 1.0 and "QLinearConv=3" in record["tags"]["opmix.ops"]
+    assert m["qat.train_time_s"] > 0 or m["qat.cached"] == 1.0
+    assert m["acc.top1"] >= 0.96 and m["acc.agreement_simulated"] >= 0.97
+
+
+def test_deployment_gap_metrics_are_in_mlflow_for_every_real_quantized_cell(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke", "quant=w8a8_pc,dynamic8,w4_wo", "backend=torch_int8,onnxruntime")
+    assert out.returncode == 0, out.stdout[-3000:]
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/results/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["qbench"])
+    cells = runs[runs["tags.qbench.status"] == "finished"]
+    real_quantized = cells[cells["tags.kernel"].isin(["int8", "int4", "mixed"])]
+    # w8a8-pc and dynamic on both backends, w4_wo on onnxruntime (skipped on torch_int8)
+    assert len(real_quantized) == 5
+    for column in ("metrics.acc.top1_simulated", "metrics.acc.agreement_simulated", "metrics.acc.gap_top1"):
+        assert real_quantized[column].notna().all(), column
+    assert (runs["tags.qbench.status"] == "skipped").sum() == 1
