@@ -21,10 +21,18 @@ from qbench.backends import DeployContext, Deployment, get_backend
 from qbench.config import QBenchConfig
 from qbench.data import DataSplits, load_splits
 from qbench.measure import accuracy, memory, size
+from qbench.measure.energy import measure_window, proxies, scheme_precision, window_metrics
 from qbench.measure.env import fingerprint, host_id
-from qbench.measure.latency import LatencyStats, measure_latency
+from qbench.measure.latency import (
+    LatencyStats,
+    TimedSamples,
+    cuda_event_call,
+    measure_latency,
+    wall_clock_call,
+)
+from qbench.measure.opcount import count_layers
 from qbench.quant import apply_scheme
-from qbench.quant.simulate import weight_tensors
+from qbench.quant.simulate import quantized_layers, weight_tensors
 from qbench.result import CellResult
 from qbench.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
@@ -50,65 +58,61 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     t_start = time.perf_counter()
     intra, inter = resolve_threads(cfg)
     apply_threads(intra, inter)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"threads.intra_op": float(intra), "threads.inter_op": float(inter)}
     tags: dict[str, str] = {f"env.{k}": v for k, v in fingerprint().items()}
     tags["env.host_id"] = host_id({k[4:]: v for k, v in tags.items()})
+    tags.update(threads=f"{intra}x{inter}", scheme=qconfig.scheme_label(cfg.quant))
 
     log.info("loading data and the FP32 reference model")
+    t0 = time.perf_counter()
     splits = load_splits(cfg.dataset, cfg.model)
     fp32_model, ref_meta = load_reference(cfg.model, cfg.dataset, splits, show_progress=False)
     metrics["reference.train_top1"] = float(ref_meta["eval_top1"])
+    metrics["time.load_s"] = time.perf_counter() - t0
     if fnmatch.fnmatch(qconfig.cell_name(cfg), cfg.debug.fault_on):
         inject_fault(cfg.debug.fault)
 
-    log.info("applying scheme %s", qconfig.scheme_label(cfg.quant))
+    log.info("applying scheme %s", tags["scheme"])
     t0 = time.perf_counter()
     cache_key = reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference" else None
     simulated, scheme_stats = apply_scheme(fp32_model, cfg.quant, splits, cache_key)
     metrics.update(scheme_stats)
-    backend = get_backend(cfg.backend.name)
-    deployment = backend.deploy(DeployContext(cfg, fp32_model, splits, workdir, simulated))
+    deployment = get_backend(cfg.backend.name).deploy(DeployContext(cfg, fp32_model, splits, workdir, simulated))
     metrics["time.quantize_deploy_s"] = time.perf_counter() - t0
     metrics.update(deployment.metrics)
     tags.update(deployment.tags)
     tags["kernel"] = deployment.kernel
+    if not deployment.quantized_weights and simulated is not None:
+        # the scheme's ideal packed size; the deployed artifact's real size is size.artifact_bytes
+        deployment.quantized_weights = weight_tensors(simulated)
 
-    load_mem = memory.snapshot_mb()
-    metrics["memory.peak_rss_load_mb"] = load_mem["peak_rss_mb"]
+    metrics["memory.peak_rss_load_mb"] = memory.snapshot_mb()["peak_rss_mb"]
     peak_reset = memory.reset_peak()
+    on_cuda = tags.get("device", "cpu").startswith("cuda")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
 
-    log.info("measuring latency")
-    lat_cfg = cfg.measure.latency
-    batch1 = splits.evaluation.tensors[0][: lat_cfg.batch_size]
-    prepared = deployment.prepare(batch1)
-    timed = measure_latency(lambda: deployment.run(prepared), lat_cfg, sync=deployment.sync)
-    throughput = _throughput(deployment, splits, cfg) if lat_cfg.throughput_batch_size > 0 else {}
+    timed, windows = _measure_speed(deployment, splits, cfg, on_cuda, metrics, tags)
     inference_mem = memory.snapshot_mb()
-    stats = timed.summary()  # after the memory snapshot: the bootstrap allocates
-    metrics.update(stats.metrics("latency"))
-    metrics.update(throughput)
-    metrics["latency.batch_size"] = float(lat_cfg.batch_size)
-    tags["latency.unstable"] = str(stats.unstable).lower()
-    tags["latency.stability_metric"] = lat_cfg.stability_metric
-    metrics["latency.gate_value"] = timed.gate_value
-    _save_samples(workdir / "latency_samples.csv", stats)
-
     metrics["memory.peak_rss_inference_mb"] = inference_mem["peak_rss_mb"] if peak_reset else float("nan")
     metrics["memory.rss_anon_mb"] = inference_mem["rss_anon_mb"]
     metrics["memory.rss_file_mb"] = inference_mem["rss_file_mb"]
     tags["memory.peak_split"] = "clear_refs" if peak_reset else "unavailable"
+    if on_cuda:
+        metrics["memory.cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    stats = timed.summary()  # after the memory snapshot: the bootstrap allocates
+    metrics.update(stats.metrics("latency"))
+    metrics["latency.gate_value"] = timed.gate_value
+    tags["latency.unstable"] = str(stats.unstable).lower()
+    _save_samples(workdir / "latency_samples.csv", stats)
 
     log.info("evaluating accuracy on %d samples", len(splits.evaluation))
+    t0 = time.perf_counter()
     metrics.update(_accuracy(deployment, fp32_model, simulated, splits, cfg.measure.eval_batch_size))
-    if not deployment.quantized_weights and simulated is not None:
-        # the scheme's ideal packed size; the deployed artifact's real size is size.artifact_bytes
-        deployment.quantized_weights = weight_tensors(simulated)
+    metrics["time.accuracy_s"] = time.perf_counter() - t0
     metrics.update(_size_metrics(deployment, fp32_model))
-
-    metrics["threads.intra_op"] = float(intra)
-    metrics["threads.inter_op"] = float(inter)
-    tags["threads"] = f"{intra}x{inter}"
-    tags["scheme"] = qconfig.scheme_label(cfg.quant)
+    metrics.update(_op_proxies(cfg, fp32_model, splits, simulated))
+    metrics["time.measure_windows_s"] = windows
     metrics["time.cell_s"] = time.perf_counter() - t_start
     return CellResult(
         status="finished",
@@ -122,13 +126,52 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     )
 
 
-def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig) -> dict[str, float]:
+def _measure_speed(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, on_cuda: bool,
+                   metrics: dict[str, float], tags: dict[str, str]) -> tuple[TimedSamples, float]:
+    """Latency (batch ``latency.batch_size``), throughput and the energy window; returns the raw latency
+    samples and the total seconds spent inside measurement windows."""
+    lat_cfg = cfg.measure.latency
+    prepared = deployment.prepare(splits.evaluation.tensors[0][: lat_cfg.batch_size])
+
+    def call() -> object:
+        return deployment.run(prepared)
+
+    log.info("measuring latency")
+    t0 = time.perf_counter()
+    timed_call = cuda_event_call(call) if on_cuda else wall_clock_call(call, deployment.sync)
+    timed = measure_latency(timed_call, lat_cfg)
+    windows = time.perf_counter() - t0
+    metrics["time.latency_window_s"] = windows
+    metrics["latency.batch_size"] = float(lat_cfg.batch_size)
+    tags["latency.timer"] = "cuda_events" if on_cuda else "perf_counter_ns"
+    tags["latency.stability_metric"] = lat_cfg.stability_metric
+    if lat_cfg.throughput_batch_size > 0:
+        t0 = time.perf_counter()
+        metrics.update(_throughput(deployment, splits, cfg, on_cuda))
+        metrics["time.throughput_window_s"] = time.perf_counter() - t0
+        windows += metrics["time.throughput_window_s"]
+    energy_cfg = cfg.measure.energy
+    if energy_cfg.duration_s > 0:
+        window = measure_window(call, energy_cfg.duration_s, use_gpu=on_cuda, sync=deployment.sync)
+        window_m, window_t = window_metrics(window, energy_cfg.cpu_watts_per_core)
+        metrics.update(window_m)
+        tags.update(window_t)
+        windows += window.seconds
+    return timed, windows
+
+
+def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, on_cuda: bool
+                ) -> dict[str, float]:
     """Samples/s at the throughput batch size (shorter protocol: a tenth of the calls)."""
     lat_cfg = cfg.measure.latency
     batch = splits.evaluation.tensors[0][: lat_cfg.throughput_batch_size]
     prepared = deployment.prepare(batch)
     short = dataclasses.replace(lat_cfg, min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
-    samples = measure_latency(lambda: deployment.run(prepared), short, sync=deployment.sync).samples_ms
+    def call() -> object:
+        return deployment.run(prepared)
+
+    timed_call = cuda_event_call(call) if on_cuda else wall_clock_call(call, deployment.sync)
+    samples = measure_latency(timed_call, short).samples_ms
     p50 = float(np.median(samples))
     return {
         "throughput.samples_per_s": len(batch) / (p50 / 1000.0),
@@ -178,6 +221,14 @@ def _size_metrics(deployment: Deployment, fp32_model: torch.nn.Module) -> dict[s
         out["size.packed_model_bytes"] = float(fp32_bytes)
         out["size.compression_ratio"] = 1.0
     return out
+
+
+def _op_proxies(cfg: QBenchConfig, fp32_model: torch.nn.Module, splits: DataSplits,
+                simulated: torch.nn.Module | None) -> dict[str, float]:
+    """MACs, BOPs and the modelled energy of the scheme (quantized layers at their bit-widths)."""
+    layers = count_layers(fp32_model, splits.input_shape)
+    names = [layer.name for layer in quantized_layers(simulated)] if simulated is not None else []
+    return proxies(layers, scheme_precision(cfg.quant, names), cfg.measure.energy.costs)
 
 
 def _save_samples(path: Path, stats: LatencyStats) -> None:

@@ -143,9 +143,32 @@ class LatencyConfig:
 
 
 @dataclass
+class EnergyCosts:
+    """Energy per operation in pJ (Horowitz, ISSCC 2014, 45 nm) for the energy model."""
+
+    int8_add: float = 0.03
+    int8_mult: float = 0.2
+    int32_add: float = 0.1
+    int32_mult: float = 3.1
+    fp32_add: float = 0.9
+    fp32_mult: float = 3.7
+    dram_32bit_read: float = 640.0
+
+
+@dataclass
+class EnergyConfig:
+    # the batch-1 call is repeated this long while energy counters (RAPL/NVML) or CPU time are read
+    duration_s: float = 2.0
+    # used only without a counter: energy = this process's CPU seconds x this figure (see README)
+    cpu_watts_per_core: float = 7.5
+    costs: EnergyCosts = field(default_factory=EnergyCosts)
+
+
+@dataclass
 class MeasureConfig:
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
     eval_batch_size: int = 128
     # wall-clock limit for one cell's worker process
     timeout_s: float = 1800.0
@@ -280,6 +303,8 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     if obj.measure.threads.intra_op is not None:
         _check_positive("measure.threads.intra_op", obj.measure.threads.intra_op)
     _check_positive("measure.threads.inter_op", obj.measure.threads.inter_op)
+    _check_positive("measure.energy.duration_s", obj.measure.energy.duration_s, allow_zero=True)
+    _check_positive("measure.energy.cpu_watts_per_core", obj.measure.energy.cpu_watts_per_core)
     _check_choice("debug.fault", obj.debug.fault, FAULTS)
     return obj
 
@@ -334,9 +359,17 @@ def scheme_label(quant: QuantConfig | DictConfig) -> str:
 
 
 def cell_name(cfg: QBenchConfig | DictConfig) -> str:
-    """Readable cell name, e.g. ``resnet18/w8a8-pc/onnxruntime`` (dataset added when not digits)."""
+    """Readable cell name, e.g. ``resnet18/w8a8-pc/onnxruntime``; the dataset is added when not digits,
+    the device when not cpu, and explicit thread counts / latency batch sizes as ``/t1``, ``/b8``."""
     model = cfg.model.name if cfg.dataset.name == "digits" else f"{cfg.model.name}@{cfg.dataset.name}"
-    return f"{model}/{scheme_label(cfg.quant)}/{cfg.backend.name}"
+    name = f"{model}/{scheme_label(cfg.quant)}/{cfg.backend.name}"
+    if cfg.backend.device != "cpu":
+        name += f"@{cfg.backend.device}"
+    if cfg.measure.threads.intra_op is not None:
+        name += f"/t{cfg.measure.threads.intra_op}"
+    if cfg.measure.latency.batch_size != 1:
+        name += f"/b{cfg.measure.latency.batch_size}"
+    return name
 
 
 # Keys that do not change what a cell computes: excluded from its identity hash.

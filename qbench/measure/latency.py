@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -121,51 +122,73 @@ class TimedSamples:
         return summarize(self.samples_ms, self.attempts, self.unstable)
 
 
+def wall_clock_call(fn: Callable[[], object], sync: Callable[[], None] | None = None) -> Callable[[], float]:
+    """A timed call on the host clock (``perf_counter_ns``), synchronizing devices if ``sync`` is given."""
+    clock = time.perf_counter_ns
+
+    def timed() -> float:
+        t0 = clock()
+        fn()
+        if sync:
+            sync()
+        return (clock() - t0) / 1e6
+
+    return timed
+
+
+def cuda_event_call(fn: Callable[[], object]) -> Callable[[], float]:
+    """A timed call measured with CUDA events (device time of the work the call enqueued)."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed() -> float:
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+
+    return timed
+
+
 def time_calls(
-    fn: Callable[[], object],
+    timed_call: Callable[[], float],
     *,
     warmup_calls: int,
     warmup_s: float,
     min_calls: int,
     min_duration_s: float,
     max_duration_s: float,
-    sync: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Per-call latencies in ms. Warm-up until ``warmup_calls`` and ``warmup_s`` are both reached; then
-    sample until ``min_calls`` and ``min_duration_s`` are both reached, or ``max_duration_s`` runs out.
-    ``sync`` (e.g. ``torch.cuda.synchronize``) is called after each call so asynchronous work is counted."""
-    clock = time.perf_counter_ns
+    sample until ``min_calls`` and ``min_duration_s`` are both reached, or ``max_duration_s`` runs out."""
+    clock = time.perf_counter
     start = clock()
     calls = 0
-    while calls < warmup_calls or (clock() - start) < warmup_s * 1e9:
-        fn()
-        if sync:
-            sync()
+    while calls < warmup_calls or (clock() - start) < warmup_s:
+        timed_call()
         calls += 1
-        if (clock() - start) > max_duration_s * 1e9:
+        if (clock() - start) > max_duration_s:
             break
-    samples: list[int] = []
+    samples: list[float] = []
     start = clock()
-    while len(samples) < min_calls or (clock() - start) < min_duration_s * 1e9:
-        t0 = clock()
-        fn()
-        if sync:
-            sync()
-        samples.append(clock() - t0)
-        if (clock() - start) > max_duration_s * 1e9 and len(samples) >= 2:
+    while len(samples) < min_calls or (clock() - start) < min_duration_s:
+        samples.append(timed_call())
+        if (clock() - start) > max_duration_s and len(samples) >= 2:
             break
-    return np.asarray(samples, dtype=np.float64) / 1e6
+    return np.asarray(samples, dtype=np.float64)
 
 
-def measure_latency(fn: Callable[[], object], cfg, sync: Callable[[], None] | None = None) -> TimedSamples:
-    """Time ``fn`` with the protocol in ``cfg`` (measure.latency), applying the stability gate."""
+def measure_latency(timed_call: Callable[[], float], cfg: Any) -> TimedSamples:
+    """Time ``timed_call`` with the protocol in ``cfg`` (measure.latency), applying the stability gate."""
     metric = cfg.stability_metric
     attempts = 0
     while True:
         attempts += 1
         samples = time_calls(
-            fn, warmup_calls=cfg.warmup_calls, warmup_s=cfg.warmup_s, min_calls=cfg.min_calls,
-            min_duration_s=cfg.min_duration_s, max_duration_s=cfg.max_duration_s, sync=sync,
+            timed_call, warmup_calls=cfg.warmup_calls, warmup_s=cfg.warmup_s, min_calls=cfg.min_calls,
+            min_duration_s=cfg.min_duration_s, max_duration_s=cfg.max_duration_s,
         )
         value = spread(samples, metric)
         if value <= cfg.stability_threshold:

@@ -1,0 +1,93 @@
+"""(a) Fidelity: qbench's p50 latency vs an independent bare timing of the same artifact, same threads.
+
+For an ONNX Runtime artifact (resnet18 W8A8 per-channel QDQ) and a torch model (resnet18 FP32), run the
+cell with qbench, then time the very artifact it deployed in a fresh process with a plain loop
+(``perf_counter`` around each call, same thread counts, same graph optimization level) and compare
+medians. A ratio near 1.0 means qbench's protocol adds no bias of its own.
+
+    python benchmarks/fidelity.py [--threads N] [--calls 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import latest_record, machine_line, markdown_table, run_qbench, write_section
+
+BARE_ORT = r"""
+import sys, time, numpy as np, onnxruntime as ort
+path, threads, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+options = ort.SessionOptions()
+options.intra_op_num_threads = threads; options.inter_op_num_threads = 1
+options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+for _ in range(200): session.run(None, {"input": x})
+samples = []
+for _ in range(calls):
+    t = time.perf_counter_ns(); session.run(None, {"input": x}); samples.append(time.perf_counter_ns() - t)
+print(float(np.median(samples)) / 1e6)
+"""
+
+BARE_TORCH = r"""
+import sys, time, numpy as np, torch, torchvision
+path, threads, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads); torch.set_num_interop_threads(1)
+model = torchvision.models.resnet18(num_classes=10)
+model.load_state_dict(torch.load(path, weights_only=True)); model.eval()
+x = torch.randn(1, 3, 32, 32)
+samples = []
+with torch.inference_mode():
+    for _ in range(200): model(x)
+    for _ in range(calls):
+        t = time.perf_counter_ns(); model(x); samples.append(time.perf_counter_ns() - t)
+print(float(np.median(samples)) / 1e6)
+"""
+
+
+def bare(script: str, artifact: str, threads: int, calls: int) -> float:
+    env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    import os
+
+    out = subprocess.run([sys.executable, "-c", script, artifact, str(threads), str(calls)], capture_output=True,
+                         text=True, check=True, env={**os.environ, **env_threads})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: qbench's default)")
+    parser.add_argument("--calls", type=int, default=3000)
+    args = parser.parse_args()
+    rows, machine = [], ""
+    cases = [("onnxruntime", "w8a8_pc", BARE_ORT, ".onnx"), ("torch", "fp32", BARE_TORCH, ".pt")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, quant, script, suffix in cases:
+            cwd = Path(tmp) / backend
+            cwd.mkdir()
+            extra = [f"measure.threads.intra_op={args.threads}"] if args.threads else []
+            run_qbench(["run", "model=resnet18", f"quant={quant}", f"backend={backend}", "tracking=none", *extra], cwd)
+            record = latest_record(cwd)
+            machine = machine_line(record)
+            artifact = next(a for a in record["artifacts"] if a.endswith(suffix))
+            threads = int(record["metrics"]["threads.intra_op"])
+            ours = record["metrics"]["latency.p50_ms"]
+            theirs = bare(script, artifact, threads, args.calls)
+            rows.append([f"resnet18 {record['tags']['scheme']} on {backend} ({record['tags']['kernel']})", threads,
+                         f"{ours:.4f}", f"{record['metrics']['latency.ci95_low_ms']:.4f}-"
+                         f"{record['metrics']['latency.ci95_high_ms']:.4f}", f"{theirs:.4f}", f"{ours / theirs:.3f}"])
+    table = markdown_table(["artifact", "threads", "qbench p50 ms", "qbench 95% CI", "bare p50 ms", "ratio"], rows)
+    write_section("fidelity", "(a) Fidelity: qbench p50 vs bare timing of the same artifact",
+                  f"Machine: {machine}. Bare timing: fresh process, {args.calls} calls after 200 warm-up calls, "
+                  f"random input of the same shape.\n\n{table}\n\nTarget: ratio within 0.95-1.05.")
+    print(json.dumps({"rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
