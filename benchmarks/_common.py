@@ -22,7 +22,8 @@ def run_qbench(args: list[str], cwd: Path, check: bool = True) -> tuple[subproce
                           env={**os.environ, "COLUMNS": "160"})
     wall = time.perf_counter() - start
     if check and proc.returncode != 0:
-        raise SystemExit(f"qbench {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        raise SystemExit(f"qbench {' '.join(args)} failed ({proc.returncode}):\n{tail}")
     return proc, wall
 
 
@@ -50,7 +51,8 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md and print it."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in this folder.\n"
+    header = "# Benchmark results\n\nWritten by the scripts in this folder.\n"
+    text = RESULTS.read_text() if RESULTS.exists() else header
     block = f"<!-- {name} -->\n## {title}\n\n{body.strip()}\n<!-- /{name} -->"
     pattern = re.compile(rf"<!-- {name} -->.*?<!-- /{name} -->", re.S)
     text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"

@@ -168,10 +168,16 @@ def run_cell_job(
         OmegaConf.save(OmegaConf.create(config), cell_dir / "config.yaml")
         try:
             ensure_reference_model(cfg, cell_dir)
+            t0 = time.perf_counter()
             result = spawn_worker(cfg, cell_dir, cell_hash, on_wait)
+            # interpreter start + imports + the cell: the harness overhead is this minus the windows
+            result.metrics["time.worker_wall_s"] = time.perf_counter() - t0
         except RuntimeError as exc:
             result = CellResult(status="failed", cell=qconfig.cell_name(cfg), cell_hash=cell_hash, error=str(exc))
     record = records.make_record(result, config, cell_dir, suite)
     record_path = records.write_record(cell_dir, record)
+    t0 = time.perf_counter()
     track(record, record_path, cfg, parent_run_id)
+    record["orchestrator"] = {"tracking_s": time.perf_counter() - t0}
+    records.write_record(cell_dir, record)
     return CellOutcome(record, record_path)

@@ -10,7 +10,15 @@ import pytest
 EXPECTED_METRICS = (
     "acc.top1", "acc.top5", "acc.agreement_fp32", "acc.sqnr_db", "acc.kl_fp32", "latency.p50_ms", "latency.p90_ms",
     "latency.p99_ms", "latency.mean_ms", "latency.std_ms", "size.artifact_bytes", "size.packed_model_bytes",
-    "memory.peak_rss_load_mb", "memory.peak_rss_inference_mb",
+    "memory.peak_rss_load_mb", "memory.peak_rss_inference_mb", "memory.rss_anon_mb", "memory.rss_file_mb",
+    "latency.n", "latency.cv", "latency.robust_cv", "latency.ci95_low_ms", "latency.ci95_high_ms",
+    "throughput.samples_per_s", "energy.estimate_mj_per_inference", "energy.model_total_uj", "opcount.macs",
+    "opcount.bops", "threads.intra_op", "threads.inter_op", "size.fp32_weight_bytes",
+)
+EXPECTED_TAGS = (
+    "kernel", "energy.source", "threads", "env.cpu.model", "env.cpu.isa", "env.cpu.physical_cores",
+    "env.cpu.governor", "env.version.torch", "env.version.onnxruntime", "env.version.onnx", "env.version.mlflow",
+    "env.torch.quantized_engine", "env.git_sha", "env.host_id",
 )
 
 
@@ -56,6 +64,10 @@ def test_run_writes_record_and_mlflow_run(default_run) -> None:
     assert run["params.quant.weights.bits"] == "8" and run["params.quant.weights.granularity"] == "per_channel"
     assert run["tags.kernel"] == "simulated" and run["tags.qbench.cell_hash"] == record["cell_hash"]
     assert run["tags.env.version.torch"].startswith("2.14")
+    for key in EXPECTED_METRICS:
+        assert f"metrics.{key}" in run and run[f"metrics.{key}"] == pytest.approx(record["metrics"][key]), key
+    for key in EXPECTED_TAGS:
+        assert run[f"tags.{key}"], key
     assert run["tags.mlflow.runName"] == "digits_cnn/w8a8-pc/torch"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(record["tracking"]["run_id"])}
     assert {"config.yaml", "record.json", "worker.log", "latency_samples.csv"} <= artifacts

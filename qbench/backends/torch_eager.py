@@ -4,6 +4,7 @@ kernel's latency: qbench labels it as such and never reports a speed-up from it.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,7 +37,9 @@ class TorchEagerBackend(Backend):
         else:
             model, kernel = ctx.simulated_model, "simulated"
             quantized = weight_tensors(model)
-        model = model.to(device).eval()
+        if device.type != "cpu":  # a copy: the cell keeps the CPU FP32 model for its reference logits
+            model = copy.deepcopy(model).to(device)
+        model = model.eval()
         artifact = ctx.workdir / ("model_fp32.pt" if kernel == "fp32" else "model_quantized.pt")
         if quantized:
             # what an integer deployment stores: codes + qparams of quantized layers, other tensors as is

@@ -70,12 +70,11 @@ def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_
 
     client = client_for(tracking.uri)
     exp_id = experiment_id(client, tracking.experiment, results_dir)
-    tags = {
-        "qbench.cell": record["cell"],
-        "qbench.cell_hash": record["cell_hash"],
-        "qbench.status": record["status"],
-        **{f"qbench.{k}" if not k.startswith(("env.", "kernel")) else k: str(v) for k, v in record["tags"].items()},
-    }
+    # the cell's own tags (kernel, threads, env.*, energy.source, opmix.*) as they are; qbench's bookkeeping
+    # under qbench.*
+    tags = {k: str(v)[:5000] for k, v in record["tags"].items()}
+    tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record["cell_hash"],
+                 "qbench.status": record["status"]})
     if record.get("error"):
         tags["qbench.error"] = record["error"][:5000]
     suite = record.get("suite") or {}
