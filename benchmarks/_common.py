@@ -28,7 +28,9 @@ def run_qbench(args: list[str], cwd: Path, check: bool = True) -> tuple[subproce
 
 
 def records(cwd: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(cwd.glob("results/**/record.json"))]
+    from qbench.track.records import iter_records
+
+    return [record for _, record in iter_records(cwd / "results")]
 
 
 def latest_record(cwd: Path) -> dict:

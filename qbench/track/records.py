@@ -40,9 +40,14 @@ def read_record(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def iter_records(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every readable record under ``root`` (unreadable ones are skipped: a kill mid-write leaves none)."""
-    for path in sorted(root.rglob(RECORD_NAME)):
+RECORD_DIRS = ("runs", "suites")  # where qbench writes records under results_dir (not MLflow's copies)
+
+
+def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every readable record of single runs and suites under ``results_dir`` (MLflow's artifact copies are
+    not records; unreadable files are skipped: a kill mid-write leaves none)."""
+    paths = [p for sub in RECORD_DIRS for p in (results_dir / sub).rglob(RECORD_NAME)]
+    for path in sorted(paths):
         try:
             yield path, read_record(path)
         except (OSError, json.JSONDecodeError):
