@@ -127,6 +127,17 @@ def cmd_ls(args: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def _lazy(module: str, function: str) -> Callable[[list[str]], int]:
+    """A subcommand implemented in another module, imported only when it is used (keeps start-up fast)."""
+
+    def command(args: list[str]) -> int:
+        from importlib import import_module
+
+        return getattr(import_module(module), function)(args)
+
+    return command
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (cmd_run, "run one cell, or a suite with +suite=NAME (arguments are Hydra overrides)"),
     "ls": (cmd_ls, "list config groups and their options"),
