@@ -36,7 +36,7 @@ from qbench.quant.simulate import quantized_layers, weight_tensors
 from qbench.result import CellResult
 from qbench.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
-from qbench.zoo.reference import load_reference
+from qbench.zoo.models import FP32Model, load_fp32
 
 log = logging.getLogger("qbench.cell")
 
@@ -65,9 +65,13 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
 
     log.info("loading data and the FP32 reference model")
     t0 = time.perf_counter()
-    splits = load_splits(cfg.dataset, cfg.model)
-    fp32_model, ref_meta = load_reference(cfg.model, cfg.dataset, splits, show_progress=False)
-    metrics["reference.train_top1"] = float(ref_meta["eval_top1"])
+    splits = load_splits(cfg.dataset, cfg.model, need_train=cfg.model.source == "reference" or
+                         cfg.quant.method == "qat")
+    fp32 = load_fp32(cfg.model, cfg.dataset, splits)
+    fp32_model = fp32.module
+    if "eval_top1" in fp32.meta:
+        metrics["reference.train_top1"] = float(fp32.meta["eval_top1"])
+    metrics.update(splits.notes)
     metrics["time.load_s"] = time.perf_counter() - t0
     if fnmatch.fnmatch(qconfig.cell_name(cfg), cfg.debug.fault_on):
         inject_fault(cfg.debug.fault)
@@ -75,9 +79,11 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     log.info("applying scheme %s", tags["scheme"])
     t0 = time.perf_counter()
     cache_key = reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference" else None
-    simulated, scheme_stats = apply_scheme(fp32_model, cfg.quant, splits, cache_key)
+    simulated, scheme_stats = (apply_scheme(fp32_model, cfg.quant, splits, cache_key) if fp32_model is not None
+                               else (None, {}))  # user ONNX models are quantized by ONNX Runtime alone
     metrics.update(scheme_stats)
-    deployment = get_backend(cfg.backend.name).deploy(DeployContext(cfg, fp32_model, splits, workdir, simulated))
+    deployment = get_backend(cfg.backend.name).deploy(
+        DeployContext(cfg, fp32_model, splits, workdir, simulated, fp32.onnx_path))
     metrics["time.quantize_deploy_s"] = time.perf_counter() - t0
     metrics.update(deployment.metrics)
     tags.update(deployment.tags)
@@ -108,10 +114,11 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
 
     log.info("evaluating accuracy on %d samples", len(splits.evaluation))
     t0 = time.perf_counter()
-    metrics.update(_accuracy(deployment, fp32_model, simulated, splits, cfg.measure.eval_batch_size))
+    metrics.update(_accuracy(deployment, fp32, simulated, splits, cfg.measure.eval_batch_size))
     metrics["time.accuracy_s"] = time.perf_counter() - t0
     metrics.update(_size_metrics(deployment, fp32_model))
-    metrics.update(_op_proxies(cfg, fp32_model, splits, simulated))
+    if fp32_model is not None:  # layer-level op counts need the torch graph
+        metrics.update(_op_proxies(cfg, fp32_model, splits, simulated))
     metrics["time.measure_windows_s"] = windows
     metrics["time.cell_s"] = time.perf_counter() - t_start
     return CellResult(
@@ -131,7 +138,7 @@ def _measure_speed(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig
     """Latency (batch ``latency.batch_size``), throughput and the energy window; returns the raw latency
     samples and the total seconds spent inside measurement windows."""
     lat_cfg = cfg.measure.latency
-    prepared = deployment.prepare(splits.evaluation.tensors[0][: lat_cfg.batch_size])
+    prepared = deployment.prepare(splits.evaluation_inputs(lat_cfg.batch_size))
 
     def call() -> object:
         return deployment.run(prepared)
@@ -164,7 +171,7 @@ def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, o
                 ) -> dict[str, float]:
     """Samples/s at the throughput batch size (shorter protocol: a tenth of the calls)."""
     lat_cfg = cfg.measure.latency
-    batch = splits.evaluation.tensors[0][: lat_cfg.throughput_batch_size]
+    batch = splits.evaluation_inputs(lat_cfg.throughput_batch_size)
     prepared = deployment.prepare(batch)
     short = dataclasses.replace(lat_cfg, min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
     def call() -> object:
@@ -181,7 +188,7 @@ def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, o
 
 
 @torch.inference_mode()
-def _accuracy(deployment: Deployment, fp32_model: torch.nn.Module, simulated: torch.nn.Module | None,
+def _accuracy(deployment: Deployment, fp32: FP32Model, simulated: torch.nn.Module | None,
               splits: DataSplits, batch_size: int) -> dict[str, float]:
     """Accuracy and fidelity to FP32; on real backends also the deployment gap: the simulated model of the
     same scheme on the same inputs, and how often deployed and simulated predictions agree."""
@@ -189,24 +196,27 @@ def _accuracy(deployment: Deployment, fp32_model: torch.nn.Module, simulated: to
     gap = simulated is not None and deployment.kernel != "simulated"
     for x, y in splits.loader("evaluation", batch_size):
         outputs.append(deployment.logits(x))
-        references.append(fp32_model(x))
+        references.append(fp32.logits(x))
         if gap:
             simulated_out.append(simulated(x))
         labels.append(y)
     out, ref, lab = torch.cat(outputs), torch.cat(references), torch.cat(labels)
-    metrics = accuracy.accuracy_metrics(out, lab, ref)
+    metrics = accuracy.accuracy_metrics(out, lab if splits.has_labels else None, ref)
     if gap:
         sim = torch.cat(simulated_out)
-        metrics["acc.top1_simulated"] = accuracy.topk_accuracy(sim, lab, 1)
-        metrics["acc.gap_top1"] = metrics["acc.top1"] - metrics["acc.top1_simulated"]
+        if splits.has_labels:
+            metrics["acc.top1_simulated"] = accuracy.topk_accuracy(sim, lab, 1)
+            metrics["acc.gap_top1"] = metrics["acc.top1"] - metrics["acc.top1_simulated"]
         metrics["acc.agreement_simulated"] = float((out.argmax(1) == sim.argmax(1)).float().mean())
         metrics["acc.sqnr_vs_simulated_db"] = accuracy.sqnr_db(sim, out)
     return metrics
 
 
-def _size_metrics(deployment: Deployment, fp32_model: torch.nn.Module) -> dict[str, float]:
-    fp32_bytes = size.fp32_weight_bytes(fp32_model)
+def _size_metrics(deployment: Deployment, fp32_model: torch.nn.Module | None) -> dict[str, float]:
     on_disk = size.files_nbytes(deployment.artifacts)
+    if fp32_model is None:  # a user ONNX file: only what is on disk is known
+        return {"size.artifact_bytes": float(on_disk)}
+    fp32_bytes = size.fp32_weight_bytes(fp32_model)
     out = {"size.fp32_weight_bytes": float(fp32_bytes), "size.artifact_bytes": float(on_disk)}
     if deployment.quantized_weights:
         packed = sum(q.packed_nbytes() for q in deployment.quantized_weights.values())

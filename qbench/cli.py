@@ -88,7 +88,11 @@ def preflight(args: list[str]) -> None:
     except qconfig.ConfigError as exc:
         raise UsageError(str(exc)) from None
     from qbench.backends import get_backend
+    from qbench.runner import unavailable_reason
 
+    missing = unavailable_reason(cfg)
+    if missing:
+        raise UsageError(missing)
     reason = get_backend(cfg.backend.name).unsupported_reason(cfg)
     if reason:
         raise UsageError(f"{qconfig.cell_name(cfg)} cannot run on backend {cfg.backend.name}: {reason}")
@@ -141,6 +145,10 @@ def _lazy(module: str, function: str) -> Callable[[list[str]], int]:
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (cmd_run, "run one cell, or a suite with +suite=NAME (arguments are Hydra overrides)"),
     "ls": (cmd_ls, "list config groups and their options"),
+    "compare": (_lazy("qbench.report.cli", "cmd_compare"), "compare the cells of a suite run from MLflow (table, md, csv, html)"),
+    "ui": (_lazy("qbench.report.cli", "cmd_ui"), "serve the MLflow UI for the local store on 127.0.0.1"),
+    "check": (_lazy("qbench.regress.cli", "cmd_check"), "compare a suite run with its baseline (exit 1: regression)"),
+    "baseline": (_lazy("qbench.regress.cli", "cmd_baseline"), "write (update) or show a suite's regression baseline"),
 }
 
 

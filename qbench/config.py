@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -49,19 +50,44 @@ class TrainRecipe:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    # reference: trained by qbench on the dataset (digits_cnn, resnet18, mobilenet_v2)
+    # reference: trained by qbench on the dataset (digits_cnn, resnet18, mobilenet_v2);
+    # torchvision: any torchvision classification model by name (model=tv model.name=resnet50);
+    # checkpoint: a user state dict for `arch` (torchvision name or package.module:Class);
+    # onnx: a user ONNX file (onnxruntime backend only)
     source: str = "reference"
     arch: str = MISSING
     in_channels: int = 3
-    input_size: int = 32
+    # square input side; null = from the weights' transforms (torchvision) or the ONNX file
+    input_size: int | None = 32
     num_classes: int = 10
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    # torchvision: load the standard weights (from TORCH_HOME; downloaded only if allow_download)
+    pretrained: bool = False
+    allow_download: bool = False
+    # checkpoint / onnx: the file
+    path: str | None = None
+    # preprocessing overrides (null: the weights' own transforms, or the dataset's defaults)
+    resize_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    # onnx: sample shape (C, H, W) when the file's input has dynamic dimensions
+    input_shape: list[int] | None = None
 
 
 @dataclass
 class DatasetConfig:
     name: str = MISSING
+    # imagefolder / cifar10 / mnist: where the data is (class folders; torchvision's layout)
     root: str | None = None
+    # imagefolder: sub-folder of root to evaluate on (e.g. val), and one to calibrate on (default: the
+    # same folder, disjoint images); class_index: JSON {folder name: model output index}
+    split: str | None = None
+    calibration_split: str | None = None
+    class_index: str | None = None
+    # cifar10 / mnist: let torchvision download the files when they are missing
+    download: bool = False
+    # fake: number of classes of the random labels-free data (sample shape comes from the model)
+    num_classes: int | None = None
     split_seed: int = 0
     # sizes of the held-out splits; the rest is the training split (reference models only)
     calibration_size: int = 180
@@ -182,6 +208,28 @@ class TrackingConfig:
 
 
 @dataclass
+class CheckConfig:
+    """Gates of ``qbench check`` for a suite (``suite.check`` in suites/NAME.yaml; see qbench/regress/gates.py)."""
+
+    # accuracy: fail when top-1 drops more than this many percentage points below the baseline's
+    top1_tolerance_pt: float = 0.5
+    # accuracy floor: top-1 as a fraction of the same run's FP32 top-1, per scheme label (w8a8-pc, w4-wo-pg32,
+    # dyn-w8a8-pc, ...); a scheme not listed gets floor_8bit when its weights and activations have >= 8 bits
+    floors: dict[str, float] = field(default_factory=dict)
+    floor_8bit: float = 0.99
+    # latency: relative loss of speed-up vs FP32 (quantized cells on real kernels), relative rise of an FP32
+    # cell's p50 (comparable on the same host only), and the significance level of the Mann-Whitney U test
+    speedup_tolerance: float = 0.15
+    latency_tolerance: float = 0.25
+    alpha: float = 0.01
+    # memory (peak RSS) and size (bytes on disk, packed bytes): a rise fails when it exceeds both bounds
+    memory_tolerance_pct: float = 10.0
+    memory_tolerance_mb: float = 50.0
+    size_tolerance_pct: float = 1.0
+    size_tolerance_mb: float = 0.0
+
+
+@dataclass
 class SuiteConfig:
     name: str | None = None
     description: str = ""
@@ -190,6 +238,8 @@ class SuiteConfig:
     # set by the suite sweeper for each cell it launches (not for users)
     run_dir: str | None = None
     parent_run_id: str | None = None
+    # regression gates of `qbench check` (not part of the cell hash: `suite` is not semantic)
+    check: CheckConfig = field(default_factory=CheckConfig)
 
 
 @dataclass
@@ -215,8 +265,11 @@ class QBenchConfig:
 
 
 def register_configs() -> None:
-    """Register the schema (``qbench_schema``, first in conf/config.yaml's defaults) and the suites."""
+    """Register the schema (``qbench_schema``, first in conf/config.yaml's defaults), the suites, and
+    the ``qbench.stem`` resolver (file name without suffix, e.g. a user model's name from its path)."""
     ConfigStore.instance().store(name="qbench_schema", node=QBenchConfig)
+    if not OmegaConf.has_resolver("qbench.stem"):
+        OmegaConf.register_new_resolver("qbench.stem", lambda path: Path(str(path)).stem)
     register_suites()
 
 
@@ -279,6 +332,8 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     _check_choice("model.source", obj.model.source, zoo.SOURCES)
     if obj.model.source == "reference":
         _check_choice("model.arch", obj.model.arch, zoo.REFERENCE_ARCHS)
+    if obj.model.source in ("checkpoint", "onnx") and not obj.model.path:
+        raise ConfigError(f"model.path is required for model={obj.model.source} (the {obj.model.source} file)")
     _check_choice("dataset.name", obj.dataset.name, data.DATASETS)
     _check_choice("backend.name", obj.backend.name, backends.BACKENDS)
     _check_choice("backend.graph_optimization_level", obj.backend.graph_optimization_level,

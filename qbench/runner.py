@@ -40,6 +40,14 @@ class CellOutcome:
 
 
 # ----------------------------------------------------------------------------------------- preparation
+def unavailable_reason(cfg: qconfig.QBenchConfig) -> str | None:
+    """Why the cell's model or data cannot be loaded on this machine (missing file, no weights, a
+    checkpoint that does not fit), as one line; None when both are available. Checked before any work."""
+    from qbench.data import check_dataset
+    from qbench.zoo.models import check_model
+
+    return check_dataset(cfg.dataset, cfg.model, cfg.quant) or check_model(cfg.model)
+
 def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
     """Train the cell's reference model once (in its own spawned process, under a file lock) if needed."""
     from qbench.zoo import cache

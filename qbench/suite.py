@@ -175,6 +175,11 @@ class SuiteSweeper(Sweeper):
             cfg = qconfig.validate(node)
         except qconfig.ConfigError as exc:
             raise qconfig.ConfigError(f"{' '.join(overrides)}: {exc}") from None
+        from qbench.runner import unavailable_reason
+
+        missing = unavailable_reason(cfg)
+        if missing:
+            raise qconfig.ConfigError(f"{' '.join(overrides)}: {missing}")
         cfg_dict = qconfig.cell_config_dict(node)
         reason = get_backend(cfg.backend.name).unsupported_reason(cfg)
         return PlannedCell(list(overrides), node, cfg, qconfig.cell_hash(cfg_dict), qconfig.cell_name(cfg),

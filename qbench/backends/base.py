@@ -32,11 +32,14 @@ class DeployContext:
     """Everything a backend may need to build its artifact for one cell."""
 
     cfg: QBenchConfig
-    fp32_model: nn.Module
+    # None for a user ONNX model (then onnx_path is the FP32 reference)
+    fp32_model: nn.Module | None
     splits: DataSplits
     workdir: Path
-    # the scheme applied in simulation (fake-quant, calibrated / QAT-trained); None for FP32 cells.
+    # the scheme applied in simulation (fake-quant, calibrated / QAT-trained); None for FP32 cells
+    # and for user ONNX models (quantized by ONNX Runtime alone)
     simulated_model: nn.Module | None = None
+    onnx_path: Path | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qbench.backends.base import Backend, DeployContext, Deployment
-from qbench.backends.onnx_export import INPUT_NAME, cached_reference_export, export_onnx
+from qbench.backends.onnx_export import cached_reference_export, export_onnx
 
 if TYPE_CHECKING:
     from torch import nn
@@ -52,6 +52,15 @@ class OnnxRuntimeBackend(Backend):
             return "the onnxruntime backend picks its device through backend.providers; keep backend.device=cpu"
         q = cfg.quant
         w, a = q.weights, q.activations
+        if cfg.model.source == "onnx" and q.method != "none":
+            # without a torch module there is no qbench simulation to take scales from
+            if q.method == "qat":
+                return "QAT needs a trainable torch model; model=onnx is quantized by ONNX Runtime's tools only"
+            if q.method in ("ptq", "dynamic") and w.observer != "minmax":
+                return f"weights observer {w.observer}: ONNX Runtime quantizes weights with min/max only"
+            if q.method == "ptq" and a.observer not in _CALIBRATORS:
+                return (f"activations observer {a.observer}: ONNX Runtime calibrates with "
+                        f"{', '.join(_CALIBRATORS)} only (qbench's own needs a torch model)")
         if q.method in ("ptq", "qat"):
             if w.bits != 8 or a.bits != 8:
                 return (f"W{w.bits}A{a.bits}: ONNX Runtime's CPU kernels for static quantization are int8 only "
@@ -90,7 +99,9 @@ class OnnxRuntimeBackend(Backend):
         shape = ctx.splits.input_shape
         tags: dict[str, str] = {"ort.version": ort.__version__, "ort.opset": str(cfg.backend.onnx_opset)}
         t0 = time.perf_counter()
-        if method == "qat":
+        if ctx.onnx_path is not None:  # a user ONNX model
+            float_path = constants_to_initializers(ctx.onnx_path, ctx.workdir / "model_input.onnx")
+        elif method == "qat":
             assert ctx.simulated_model is not None
             float_path = export_onnx(unwrap_simulated(ctx.simulated_model), shape, ctx.workdir / "model_qat_float.onnx",
                                      cfg.backend.onnx_opset)
@@ -115,15 +126,16 @@ class OnnxRuntimeBackend(Backend):
         session, optimized = _session(cfg, deployed, ctx.workdir)
         tags["ort.providers"] = ",".join(session.get_providers())
         tags["ort.graph_optimization_level"] = cfg.backend.graph_optimization_level
-        layers = count_layers(ctx.fp32_model, shape)
+        layers = count_layers(ctx.fp32_model, shape) if ctx.fp32_model is not None else {}
         mix_metrics, mix_tags = onnx_op_mix(optimized, layers)
         metrics.update(mix_metrics)
         tags.update(mix_tags)
         kernel = _kernel(method, cfg, mix_metrics)
         output_name = session.get_outputs()[0].name
+        input_name = session.get_inputs()[0].name
 
         def run(x: np.ndarray) -> Any:
-            return session.run([output_name], {INPUT_NAME: x})
+            return session.run([output_name], {input_name: x})
 
         import torch
 
@@ -171,12 +183,13 @@ def _session(cfg: QBenchConfig, model_path: Path, workdir: Path) -> tuple[Any, P
 class _CalibrationReader:
     """ORT's CalibrationDataReader over qbench's calibration split (same samples as the simulation)."""
 
-    def __init__(self, batches: list[np.ndarray]) -> None:
+    def __init__(self, batches: list[np.ndarray], input_name: str) -> None:
         self._batches = iter(batches)
+        self._input = input_name
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: batch}
+        return None if batch is None else {self._input: batch}
 
     def rewind(self) -> None:  # part of ORT's reader protocol; calibration reads once
         raise NotImplementedError
@@ -186,6 +199,36 @@ def _calibration_batches(ctx: DeployContext) -> list[np.ndarray]:
     cal = ctx.cfg.quant.calibration
     samples = min(cal.samples, len(ctx.splits.calibration))
     return [b.numpy() for b in ctx.splits.calibration_inputs(samples, cal.batch_size)]
+
+
+def _input_name(model_path: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
+
+
+def constants_to_initializers(src: Path, dst: Path) -> Path:
+    """Copy of ``src`` where tensors held by Constant nodes become initializers: ORT's quantizers only
+    treat initializers as weights, and some exporters keep weights in Constant nodes."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    kept, moved = [], 0
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR),
+                     None)
+        if node.op_type == "Constant" and value is not None and len(node.output) == 1:
+            model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), node.output[0]))
+            moved += 1
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    onnx.save(model, str(dst))
+    return dst
 
 
 def _pre_process(ctx: DeployContext, float_path: Path) -> Path:
@@ -222,7 +265,8 @@ def _quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str])
     pre = _pre_process(ctx, float_path)
     out = ctx.workdir / "model_int8.onnx"
     quantize_static(
-        str(pre), str(out), _CalibrationReader(_calibration_batches(ctx)), quant_format=QuantFormat.QDQ,
+        str(pre), str(out), _CalibrationReader(_calibration_batches(ctx), _input_name(pre)),
+        quant_format=QuantFormat.QDQ,
         per_channel=w.granularity == "per_channel",
         weight_type=QuantType.QInt8 if w.symmetric else QuantType.QUInt8,
         activation_type=QuantType.QInt8 if a.symmetric else QuantType.QUInt8,

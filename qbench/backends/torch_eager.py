@@ -19,6 +19,8 @@ class TorchEagerBackend(Backend):
     name = "torch"
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
+        if cfg.model.source == "onnx":
+            return "model=onnx is an ONNX file: the torch backends need a torch module (use backend=onnxruntime)"
         device = cfg.backend.device
         if device == "cpu":
             return None

@@ -39,6 +39,8 @@ class TorchInt8Backend(Backend):
     name = "torch_int8"
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
+        if cfg.model.source == "onnx":
+            return "model=onnx is an ONNX file: the torch backends need a torch module (use backend=onnxruntime)"
         if cfg.backend.device != "cpu":
             return "PyTorch's quantized int8 kernels (fbgemm/oneDNN) run on the CPU only"
         q = cfg.quant

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -10,13 +10,20 @@ from torch.utils.data import DataLoader, TensorDataset
 
 @dataclass
 class DataSplits:
-    """Train (reference models and QAT), calibration (PTQ ranges) and evaluation (all metrics) splits."""
+    """Train (reference models and QAT), calibration (PTQ ranges) and evaluation (all metrics) splits.
+
+    Datasets without labels (``fake``) have ``has_labels=False``: their label tensors are placeholders and
+    task metrics (top-1, top-5) are absent — fidelity to FP32 (agreement, SQNR, KL) is still measured.
+    """
 
     train: TensorDataset | None
     calibration: TensorDataset
     evaluation: TensorDataset
     num_classes: int
     input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+    has_labels: bool = True
+    # counts worth reporting (e.g. unreadable images skipped), recorded as data.* metrics
+    notes: dict[str, float] = field(default_factory=dict)
 
     def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
         dataset = getattr(self, split)
@@ -29,3 +36,10 @@ class DataSplits:
         """The first ``samples`` calibration images (fixed order) in batches."""
         images = self.calibration.tensors[0][:samples]
         return list(images.split(batch_size))
+
+    def evaluation_inputs(self, count: int) -> torch.Tensor:
+        """The first ``count`` evaluation images as one batch (latency and throughput inputs)."""
+        images = self.evaluation.tensors[0]
+        if count > len(images):  # a small evaluation split: repeat it to fill the batch
+            images = images.repeat((count + len(images) - 1) // len(images), *([1] * (images.dim() - 1)))
+        return images[:count].contiguous()

@@ -25,21 +25,27 @@ def kl_divergence(reference: torch.Tensor, output: torch.Tensor) -> float:
     """Mean KL(softmax(reference) || softmax(output)) over samples, in nats."""
     log_p = F.log_softmax(reference.double(), dim=1)
     log_q = F.log_softmax(output.double(), dim=1)
-    return float((log_p.exp() * (log_p - log_q)).sum(dim=1).mean())
+    # KL >= 0; identical distributions can round to -1e-17
+    return max(0.0, float((log_p.exp() * (log_p - log_q)).sum(dim=1).mean()))
 
 
 def accuracy_metrics(
-    logits: torch.Tensor, labels: torch.Tensor, fp32_logits: torch.Tensor, prefix: str = "acc"
+    logits: torch.Tensor, labels: torch.Tensor | None, fp32_logits: torch.Tensor, prefix: str = "acc"
 ) -> dict[str, float]:
-    """top-1, top-5, agreement of top-1 predictions with FP32, logit SQNR (dB) and KL to FP32."""
-    fp32_top1 = topk_accuracy(fp32_logits, labels, 1)
-    top1 = topk_accuracy(logits, labels, 1)
-    return {
-        f"{prefix}.top1": top1,
-        f"{prefix}.top5": topk_accuracy(logits, labels, 5),
-        f"{prefix}.fp32_top1": fp32_top1,
-        f"{prefix}.delta_top1": top1 - fp32_top1,
+    """top-1, top-5 (absent without labels), agreement of top-1 predictions with FP32, logit SQNR (dB)
+    and KL to FP32."""
+    metrics = {
         f"{prefix}.agreement_fp32": float((logits.argmax(1) == fp32_logits.argmax(1)).float().mean()),
         f"{prefix}.sqnr_db": sqnr_db(fp32_logits, logits),
         f"{prefix}.kl_fp32": kl_divergence(fp32_logits, logits),
     }
+    if labels is not None:
+        fp32_top1 = topk_accuracy(fp32_logits, labels, 1)
+        top1 = topk_accuracy(logits, labels, 1)
+        metrics.update({
+            f"{prefix}.top1": top1,
+            f"{prefix}.top5": topk_accuracy(logits, labels, 5),
+            f"{prefix}.fp32_top1": fp32_top1,
+            f"{prefix}.delta_top1": top1 - fp32_top1,
+        })
+    return metrics

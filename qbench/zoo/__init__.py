@@ -1,10 +1,11 @@
 """Model registry: where a cell's FP32 reference model comes from.
 
 ``reference`` models are architectures qbench trains itself on the cell's dataset (offline default);
-they are trained once per (model, dataset, recipe) and cached (see :mod:`qbench.zoo.cache`).
+they are trained once per (model, dataset, recipe) and cached (see :mod:`qbench.zoo.cache`). Users' own
+models come from torchvision, a checkpoint or an ONNX file (:mod:`qbench.zoo.models`).
 """
 
 from __future__ import annotations
 
-SOURCES = ("reference",)
+SOURCES = ("reference", "torchvision", "checkpoint", "onnx")
 REFERENCE_ARCHS = ("digits_cnn", "resnet18", "mobilenet_v2")

@@ -19,6 +19,8 @@ from qbench import paths
 # Bump when training code changes in a way that changes the weights (invalidates cached models).
 TRAINING_CODE_VERSION = 1
 _DATASET_KEYS = ("name", "root", "split_seed", "calibration_size", "evaluation_size", "mean", "std")
+# what defines a reference model's weights (other model keys, e.g. preprocessing overrides, do not)
+_MODEL_KEYS = ("source", "arch", "in_channels", "input_size", "num_classes", "recipe")
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -31,8 +33,7 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 def reference_key(model_cfg: Any, dataset_cfg: Any) -> str:
     """Cache key of a reference model: hash of model, dataset split and recipe (and code version)."""
-    model = _plain(model_cfg)
-    model.pop("name", None)  # the name is a label; arch + recipe define the weights
+    model = {k: v for k, v in _plain(model_cfg).items() if k in _MODEL_KEYS}  # the name is only a label
     dataset = {k: v for k, v in _plain(dataset_cfg).items() if k in _DATASET_KEYS}
     blob = json.dumps({"model": model, "dataset": dataset, "v": TRAINING_CODE_VERSION}, sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
