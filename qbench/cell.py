@@ -62,6 +62,8 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     tags: dict[str, str] = {f"env.{k}": v for k, v in fingerprint().items()}
     tags["env.host_id"] = host_id({k[4:]: v for k, v in tags.items()})
     tags.update(threads=f"{intra}x{inter}", scheme=qconfig.scheme_label(cfg.quant))
+    if cfg.suite.parallel_jobs > 1:  # other cells measured at the same time on this host
+        tags["latency.contended"] = "true"
 
     log.info("loading data and the FP32 reference model")
     t0 = time.perf_counter()

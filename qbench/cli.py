@@ -145,7 +145,8 @@ def _lazy(module: str, function: str) -> Callable[[list[str]], int]:
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (cmd_run, "run one cell, or a suite with +suite=NAME (arguments are Hydra overrides)"),
     "ls": (cmd_ls, "list config groups and their options"),
-    "compare": (_lazy("qbench.report.cli", "cmd_compare"), "compare the cells of a suite run from MLflow (table, md, csv, html)"),
+    "sync": (_lazy("qbench.track.sync", "cmd_sync"), "upload local records that did not reach MLflow (exactly once)"),
+    "compare": (_lazy("qbench.report.cli", "cmd_compare"), "compare suite cells from MLflow (table, md, csv, html)"),
     "ui": (_lazy("qbench.report.cli", "cmd_ui"), "serve the MLflow UI for the local store on 127.0.0.1"),
     "check": (_lazy("qbench.regress.cli", "cmd_check"), "compare a suite run with its baseline (exit 1: regression)"),
     "baseline": (_lazy("qbench.regress.cli", "cmd_baseline"), "write (update) or show a suite's regression baseline"),

@@ -238,6 +238,8 @@ class SuiteConfig:
     # set by the suite sweeper for each cell it launches (not for users)
     run_dir: str | None = None
     parent_run_id: str | None = None
+    # cells the launcher runs at once on this host (joblib n_jobs): > 1 tags latency as contended
+    parallel_jobs: int = 1
     # regression gates of `qbench check` (not part of the cell hash: `suite` is not semantic)
     check: CheckConfig = field(default_factory=CheckConfig)
 

@@ -139,7 +139,7 @@ def track(record: dict[str, Any], record_path: Path, cfg: qconfig.QBenchConfig, 
     from qbench.track.mlflow_tracker import log_record, resolve_uri
 
     try:
-        run_id = log_record(record, cfg.tracking, Path(cfg.results_dir), parent_run_id)
+        run_id = _with_retries(lambda: log_record(record, cfg.tracking, Path(cfg.results_dir), parent_run_id))
     except Exception as exc:  # a down server must not lose the result: it stays in the local record
         record["tracking"].update(synced=False, error=qconfig.one_line(exc)[:500])
         records.write_record(record_path.parent, record)
@@ -150,6 +150,18 @@ def track(record: dict[str, Any], record_path: Path, cfg: qconfig.QBenchConfig, 
         parent_run_id=parent_run_id, error=None,
     )
     records.write_record(record_path.parent, record)
+
+
+def _with_retries(call: Callable[[], str], attempts: int = 5) -> str:
+    """Retry a tracking call while SQLite reports a concurrent writer (parallel cells on one store)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------------------------ a cell
@@ -183,6 +195,7 @@ def run_cell_job(
         except RuntimeError as exc:
             result = CellResult(status="failed", cell=qconfig.cell_name(cfg), cell_hash=cell_hash, error=str(exc))
     record = records.make_record(result, config, cell_dir, suite)
+    record["tracking"]["parent_run_id"] = parent_run_id
     record_path = records.write_record(cell_dir, record)
     t0 = time.perf_counter()
     track(record, record_path, cfg, parent_run_id)

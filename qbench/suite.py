@@ -241,13 +241,24 @@ class SuiteSweeper(Sweeper):
             _record_skipped(cell, run_dir, name, state["parent_run_id"])
         _prepare_shared(runnable)
 
+        parallel = local_parallelism(self.launcher, self.config)
+        if parallel > 1:
+            console.print(f"[yellow]warning: {parallel} cells run at once on this host: latency figures are tagged "
+                          "latency.contended=true (exclusive cores are needed for comparable timings)[/yellow]")
         with progress_for(len(runnable), resumed_cells=len(done)) as progress:
             batch_size = self.max_batch_size or (1 if _is_sequential(self.launcher) else len(runnable) or 1)
             for start in range(0, len(runnable), batch_size):
                 batch = runnable[start:start + batch_size]
                 progress.starting(batch)
-                jobs = [cell.overrides + _context_overrides(run_dir, state["parent_run_id"]) for cell in batch]
-                self.launcher.launch(jobs, initial_job_idx=start)
+                context = _context_overrides(run_dir, state["parent_run_id"], parallel)
+                try:
+                    self.launcher.launch([cell.overrides + context for cell in batch], initial_job_idx=start)
+                except Exception as exc:  # a launcher failure fails its cells, not the suite
+                    log.warning("launcher failed for %d cell(s): %s", len(batch), qconfig.one_line(exc)[:300])
+                for cell in batch:  # a job that died without a record (launcher, node, pickling) is recorded
+                    if not cell_dir(run_dir, cell.name, cell.cell_hash).joinpath(records.RECORD_NAME).is_file():
+                        _record_without_worker(cell, run_dir, name, state["parent_run_id"], "failed",
+                                               "the launcher's job ended without a record (see the launcher's log)")
                 progress.finished(batch)
 
         state["status"] = "complete"
@@ -261,12 +272,22 @@ def _is_sequential(launcher: Any) -> bool:
     return type(launcher).__name__ == "BasicLauncher"
 
 
+def local_parallelism(launcher: Any, config: DictConfig) -> int:
+    """How many cells the launcher runs at once on *this* host (joblib: n_jobs; cluster launchers: 1)."""
+    if type(launcher).__name__ != "JoblibLauncher":
+        return 1
+    import os
+
+    n_jobs = int(OmegaConf.select(config, "hydra.launcher.n_jobs", default=-1) or -1)
+    return os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _context_overrides(run_dir: Path, parent_run_id: str | None) -> list[str]:
-    out = [f"suite.run_dir={_quote(str(run_dir))}"]
+def _context_overrides(run_dir: Path, parent_run_id: str | None, parallel_jobs: int = 1) -> list[str]:
+    out = [f"suite.run_dir={_quote(str(run_dir))}", f"suite.parallel_jobs={parallel_jobs}"]
     out.append(f"suite.parent_run_id={parent_run_id}" if parent_run_id else "suite.parent_run_id=null")
     return out
 
@@ -292,10 +313,16 @@ def _prepare_shared(cells: list[PlannedCell]) -> None:
 
 
 def _record_skipped(cell: PlannedCell, run_dir: Path, suite: str, parent_run_id: str | None) -> None:
+    _record_without_worker(cell, run_dir, suite, parent_run_id, "skipped", cell.skip_reason or "")
+
+
+def _record_without_worker(cell: PlannedCell, run_dir: Path, suite: str, parent_run_id: str | None, status: str,
+                           error: str) -> None:
+    """Record (locally, then in MLflow) a cell that no worker ran: skipped, or lost by the launcher."""
     from qbench.runner import track
 
     directory = cell_dir(run_dir, cell.name, cell.cell_hash)
-    result = CellResult(status="skipped", cell=cell.name, cell_hash=cell.cell_hash, error=cell.skip_reason,
+    result = CellResult(status=status, cell=cell.name, cell_hash=cell.cell_hash, error=error,
                         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     record = records.make_record(result, qconfig.cell_config_dict(cell.cfg_node), directory, {"name": suite})
     path = records.write_record(directory, record)

@@ -99,6 +99,8 @@ def summary_frame(cells: list[dict[str, Any]]) -> pd.DataFrame:
         note = c.get("error") or ""
         if t.get("latency.unstable") == "true":
             note = (note + "; " if note else "") + "latency unstable"
+        if t.get("latency.contended") == "true":
+            note = (note + "; " if note else "") + "latency contended (parallel cells)"
         if c.get("_auto_reference"):
             note = (note + "; " if note else "") + "FP32 reference added"
         rows.append({
@@ -143,6 +145,11 @@ def finish_suite(name: str, planned: list[PlannedCell], run_dir: Path, state: di
     cells = collect(planned, run_dir)
     frame = summary_frame(cells)
     print_summary(name, frame, elapsed_s)
+    unsynced = sum(1 for c in cells if c.get("tracking") and not c["tracking"].get("synced")
+                   and c.get("config", {}).get("tracking", {}).get("enabled", True))
+    if unsynced:
+        console.print(f"[yellow]{unsynced} record(s) are not in MLflow (tracking server unreachable?); they are kept "
+                      f"in {run_dir} - run `qbench sync` when the server is back[/yellow]")
     run_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(run_dir / "summary.csv", index=False)
     (run_dir / "summary.md").write_text(frame.to_markdown(index=False, floatfmt=".4g"))
@@ -160,5 +167,11 @@ def finish_suite(name: str, planned: list[PlannedCell], run_dir: Path, state: di
             client.set_terminated(parent, "FINISHED" if counts.get("failed", 0) == 0 else "FAILED")
         except Exception as exc:  # the summary files stay in run_dir
             log.warning("could not log the suite summary to MLflow: %s", str(exc).splitlines()[0][:200])
+    from qbench.report.build import write_suite_report  # plots + HTML report; a failure only warns
+
+    results_dir = Path(planned[0].cfg.results_dir) if planned else run_dir.parents[3]
+    report = write_suite_report(name, cells, run_dir, results_dir, parent, tracking)
+    if report is not None:
+        console.print(f"report: {report}")
     console.print(f"suite run: {run_dir}" + (f"   MLflow parent run: {parent}" if parent else ""))
     return 1 if (frame["status"] == "failed").any() else 0

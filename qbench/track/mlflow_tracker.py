@@ -74,7 +74,7 @@ def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_
     # under qbench.*
     tags = {k: str(v)[:5000] for k, v in record["tags"].items()}
     tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record["cell_hash"],
-                 "qbench.status": record["status"]})
+                 "qbench.status": record["status"], "qbench.record_id": record.get("record_id", "")})
     if record.get("error"):
         tags["qbench.error"] = record["error"][:5000]
     suite = record.get("suite") or {}

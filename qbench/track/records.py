@@ -6,7 +6,9 @@ A record is the cell's result plus its resolved config and its tracking state (`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,11 @@ SCHEMA_VERSION = 1
 def make_record(result: CellResult, config: dict[str, Any], cell_dir: Path, suite: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
     record = result.to_json()
+    record_id = hashlib.sha256(f"{cell_dir.resolve()}|{result.cell_hash}|{time.time_ns()}".encode()).hexdigest()[:20]
     record.update(
         schema_version=SCHEMA_VERSION,
+        # identity of this record in MLflow (tag qbench.record_id): what makes `qbench sync` exactly-once
+        record_id=record_id,
         config=config,
         cell_dir=str(cell_dir),
         suite=suite or {},

@@ -49,6 +49,7 @@ def _train_and_save(model_cfg: Any, splits: DataSplits, directory: Any, show_pro
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "trained_by_pid": os.getpid(),
         "code_version": TRAINING_CODE_VERSION,
     }
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
