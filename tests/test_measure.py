@@ -15,6 +15,7 @@ from qbench.measure.latency import (
     robust_cv,
     summarize,
     time_calls,
+    wall_clock_call,
 )
 
 
@@ -53,7 +54,7 @@ def test_ci_narrows_with_more_samples_and_robust_cv_ignores_outliers() -> None:
 
 def test_time_calls_meets_count_and_duration() -> None:
     calls = []
-    samples = time_calls(lambda: calls.append(1), warmup_calls=3, warmup_s=0.0, min_calls=50,
+    samples = time_calls(wall_clock_call(lambda: calls.append(1)), warmup_calls=3, warmup_s=0.0, min_calls=50,
                          min_duration_s=0.05, max_duration_s=5.0)
     assert len(samples) >= 50 and len(calls) >= 53
     assert samples.sum() <= 5000
@@ -82,3 +83,17 @@ def test_peak_rss_can_be_reset_and_sees_allocations() -> None:
     after = memory.snapshot_mb()["peak_rss_mb"]
     del block
     assert after - before > 50
+
+
+def test_stability_gate_retries_then_tags_unstable() -> None:
+    """A bimodal call-time distribution keeps the median's CI wide: one retry, then `unstable`."""
+    from qbench.config import LatencyConfig
+    from qbench.measure.latency import measure_latency
+
+    values = iter([1.0, 3.0] * 10_000)
+    cfg = LatencyConfig(warmup_calls=0, warmup_s=0.0, min_calls=20, min_duration_s=0.0, max_duration_s=5.0,
+                        stability_threshold=0.02, retries=1)
+    timed = measure_latency(lambda: next(values), cfg)
+    assert timed.attempts == 2 and timed.unstable
+    steady = measure_latency(lambda: 1.0, cfg)
+    assert steady.attempts == 1 and not steady.unstable and steady.gate_value == 0.0
