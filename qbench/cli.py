@@ -108,7 +108,12 @@ def cmd_run(args: list[str]) -> int:
 
     sys.argv = ["qbench run", *args]
     app.exit_status = 0
-    app.hydra_main()
+    try:
+        app.hydra_main()
+    except KeyboardInterrupt:  # the worker in flight was stopped with us; finished cells are recorded
+        print("qbench: interrupted; finished cells are kept - run the same command again to resume a suite",
+              file=sys.stderr)
+        return 130
     return app.exit_status
 
 
