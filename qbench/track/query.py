@@ -7,8 +7,10 @@ they work the same against the local SQLite store and a shared tracking server.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from qbench.track.mlflow_tracker import PARENT_TAG, client_for
@@ -120,3 +122,101 @@ def with_fp32_comparisons(frame: pd.DataFrame) -> pd.DataFrame:
     if disk is not None:
         frame["size_ratio"] = frame["fp32_artifact_bytes"].astype(float) / disk
     return frame.drop(columns=["_group"])
+
+
+# ------------------------------------------------------------------------------------- additions for reports
+def suite_names(uri: str, experiment: str | None = None) -> list[str]:
+    """Names of the suites that have at least one suite run in the store (for error messages)."""
+    client = client_for(uri)
+    try:
+        runs = client.search_runs(_experiment_ids(client, experiment), filter_string=SUITE_ROLE_FILTER,
+                                  max_results=5000)
+    except NoRunsFound:
+        return []
+    return sorted({r.data.tags.get("qbench.suite", "") for r in runs} - {""})
+
+
+def experiment_names(uri: str) -> list[str]:
+    """Names of the experiments in the store (for error messages)."""
+    return sorted(e.name for e in client_for(uri).search_experiments())
+
+
+def records_frame(records: list[dict[str, Any]], suite_run: str | None = None) -> pd.DataFrame:
+    """Local records shaped like :func:`cell_runs` (``metrics.*``, ``params.*``, ``tags.*`` as
+    ``mlflow_tracker.log_record`` would log them), so reports read the same columns with or without MLflow.
+
+    ``suite_run`` (the parent run id, or the suite's run directory when MLflow is off) groups the cells that
+    are compared with the same FP32 reference."""
+    from qbench.track.mlflow_tracker import _params
+
+    rows = []
+    for record in records:
+        tracking = record.get("tracking") or {}
+        row: dict[str, Any] = {"run_id": tracking.get("run_id"), "suite_run": suite_run}
+        row.update({f"metrics.{k}": float(v) for k, v in (record.get("metrics") or {}).items()})
+        row.update({f"params.{k}": v for k, v in _params(record.get("config") or {}).items()})
+        tags = {k: str(v) for k, v in (record.get("tags") or {}).items()}
+        tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record.get("cell_hash", ""),
+                     "qbench.status": record["status"], "mlflow.runName": record["cell"]})
+        if record.get("error"):
+            tags["qbench.error"] = record["error"][:5000]
+        if (record.get("suite") or {}).get("name"):
+            tags["qbench.suite"] = record["suite"]["name"]
+        row.update({f"tags.{k}": v for k, v in tags.items()})
+        rows.append(row)
+    return _with_basic_columns(pd.DataFrame(rows))
+
+
+def with_fp32_comparisons_per_suite_run(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`with_fp32_comparisons` within each suite run, so latency ratios only ever compare cells measured
+    in the same run. A run outside any suite is its own group: it has no speed-up, and its accuracy figures
+    fall back to the FP32 top-1 the cell measured itself on the same inputs (``acc.fp32_top1``)."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    if "suite_run" not in frame.columns:
+        frame["suite_run"] = frame.get(f"tags.{PARENT_TAG}")
+    keys = frame["suite_run"].astype(object).where(frame["suite_run"].notna(),
+                                                   pd.Series([f"row:{i}" for i in frame.index], index=frame.index))
+    out = pd.concat([with_fp32_comparisons(part) for _, part in frame.groupby(keys, sort=False)]).loc[frame.index]
+    own = out.get("metrics.acc.fp32_top1")
+    top1 = out.get("metrics.acc.top1")
+    if own is not None and top1 is not None:
+        missing = out["fp32_top1"].isna() & own.notna()
+        out.loc[missing, "fp32_top1"] = own[missing]
+        out.loc[missing, "delta_top1_pt"] = (top1[missing] - own[missing]) * 100
+        out.loc[missing, "acc_pct_fp32"] = top1[missing] / own[missing] * 100
+    return out
+
+
+def latency_samples(uri: str, run_id: str, local_path: Path | None = None) -> np.ndarray | None:
+    """Per-call latency samples (ms) of a cell run: ``local_path`` when that file exists (the suite run's own
+    ``latency_samples.csv``), else the run's MLflow artifact; None when neither is readable."""
+    import tempfile
+
+    def read(path: Path) -> np.ndarray:
+        return pd.read_csv(path)["latency_ms"].to_numpy(dtype=float)
+
+    if local_path is not None and local_path.is_file():
+        try:
+            return read(local_path)
+        except (OSError, ValueError, KeyError):
+            pass
+    try:
+        with tempfile.TemporaryDirectory(prefix="qbench-samples-") as tmp:
+            return read(Path(client_for(uri).download_artifacts(run_id, "latency_samples.csv", tmp)))
+    except Exception:  # no such artifact (skipped/failed cell), or the server is unreachable
+        return None
+
+
+def latest_per_cell(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell of each suite run. Resuming a suite re-runs its failed cells and re-records its skipped
+    ones under the same parent run, so a cell can have several runs there: the latest one is its result.
+    Runs outside a suite are all kept."""
+    if frame.empty or "tags.qbench.cell_hash" not in frame.columns or "start_time" not in frame.columns:
+        return frame
+    parent = frame.get(f"tags.{PARENT_TAG}")
+    suite_run = parent.fillna(frame["run_id"]) if parent is not None else frame["run_id"]
+    key = suite_run.astype(str) + "/" + frame["tags.qbench.cell_hash"].astype(str)
+    latest = frame.assign(_key=key).sort_values("start_time", ascending=False, kind="stable").drop_duplicates("_key")
+    return frame[frame.index.isin(latest.index)]
