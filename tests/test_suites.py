@@ -27,11 +27,11 @@ def _suite_records(cwd: Path, suite: str) -> dict[str, dict]:
 def test_vision_suite_narrowed_from_the_command_line(run_qbench) -> None:
     full = run_qbench("run", "+suite=vision", "suite.dry_run=true")
     assert full.returncode == 0, full.stderr
-    assert len(_cells(full.stdout)) == 3 * 6  # 3 reference models x 6 schemes x 1 backend (torch)
+    assert len(_cells(full.stdout)) == 3 * 8 * 3  # 3 reference models x 8 schemes x 3 backends
     narrowed = run_qbench("run", "+suite=vision", "model=digits_cnn", "backend=torch", "suite.dry_run=true")
     assert narrowed.returncode == 0, narrowed.stderr
     cells = _cells(narrowed.stdout)
-    assert len(cells) == 6 and all(c.startswith("digits_cnn/") and c.endswith("/torch") for c in cells)
+    assert len(cells) == 8 and all(c.startswith("digits_cnn/") and c.endswith("/torch") for c in cells)
     assert cells[0] == "digits_cnn/fp32/torch"  # references first
 
 
