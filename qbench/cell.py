@@ -214,12 +214,23 @@ def _accuracy(deployment: Deployment, fp32: FP32Model, simulated: torch.nn.Modul
     return metrics
 
 
+def _deployed_bytes_by_dtype(deployment: Deployment) -> dict[str, float]:
+    """Weight bytes by dtype of what actually runs (torch module state, ONNX initializers)."""
+    if isinstance(deployment.runtime, torch.nn.Module):
+        counts = size.module_bytes_by_dtype(deployment.runtime)
+    else:
+        onnx_files = [p for p in deployment.artifacts if p.suffix == ".onnx"]
+        counts = size.onnx_bytes_by_dtype(onnx_files[0]) if onnx_files else {}
+    return {f"size.deployed_bytes.{dtype}": float(n) for dtype, n in counts.items()}
+
+
 def _size_metrics(deployment: Deployment, fp32_model: torch.nn.Module | None) -> dict[str, float]:
     on_disk = size.files_nbytes(deployment.artifacts)
-    if fp32_model is None:  # a user ONNX file: only what is on disk is known
-        return {"size.artifact_bytes": float(on_disk)}
+    deployed = _deployed_bytes_by_dtype(deployment)
+    if fp32_model is None:  # a user ONNX file: only what is deployed is known
+        return {"size.artifact_bytes": float(on_disk), **deployed}
     fp32_bytes = size.fp32_weight_bytes(fp32_model)
-    out = {"size.fp32_weight_bytes": float(fp32_bytes), "size.artifact_bytes": float(on_disk)}
+    out = {"size.fp32_weight_bytes": float(fp32_bytes), "size.artifact_bytes": float(on_disk), **deployed}
     if deployment.quantized_weights:
         packed = sum(q.packed_nbytes() for q in deployment.quantized_weights.values())
         quantized_fp32 = sum(q.numel * 4 for q in deployment.quantized_weights.values())

@@ -49,6 +49,12 @@ def test_ort_op_mix_resnet18_int8_vs_fp32(compose, reference_models, tmp_path) -
     fp32, _, _ = _deploy(compose, reference_models, tmp_path / "f", "resnet18", "fp32", "onnxruntime")
     assert fp32.metrics["opmix.integer_conv_share"] == 0.0 and fp32.metrics["opmix.integer_ops"] == 0
     assert fp32.kernel == "fp32"
+    # weight bytes by dtype of the deployed files: ~11.2 M int8 weights vs ~44.7 MB of float32
+    from qbench.measure.size import onnx_bytes_by_dtype
+
+    int8_bytes, fp32_bytes = onnx_bytes_by_dtype(int8.artifacts[0]), onnx_bytes_by_dtype(fp32.artifacts[0])
+    assert 11.0e6 < int8_bytes["int8"] < 11.3e6 and int8_bytes.get("float32", 0) < 0.2e6
+    assert fp32_bytes["float32"] > 44e6 and "int8" not in fp32_bytes
 
 
 def test_ort_weight_only_uses_matmulnbits_and_says_convs_stay_float(compose, reference_models, tmp_path) -> None:

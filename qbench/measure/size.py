@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -23,32 +24,40 @@ def files_nbytes(paths: list[Path]) -> int:
     return total
 
 
-def parameter_bytes_by_dtype(model: nn.Module) -> dict[str, int]:
-    """Bytes of parameters and buffers grouped by dtype (what the float model carries)."""
+def tensor_bytes_by_dtype(tensors: Iterable[torch.Tensor]) -> dict[str, int]:
+    """Bytes of tensors grouped by dtype (quantized torch tensors count their integer storage)."""
     counts: Counter[str] = Counter()
-    for t in list(model.parameters()) + list(model.buffers()):
+    for t in tensors:
         counts[str(t.dtype).replace("torch.", "")] += t.numel() * t.element_size()
     return dict(counts)
+
+
+def module_bytes_by_dtype(model: nn.Module) -> dict[str, int]:
+    """What a deployed torch module holds, by dtype: its state dict, with packed quantized weights unpacked."""
+    tensors = []
+    for value in model.state_dict().values():
+        if isinstance(value, torch.Tensor):
+            tensors.append(value)
+        elif isinstance(value, tuple):  # packed params of quantized modules: (weight, bias)
+            tensors.extend(v for v in value if isinstance(v, torch.Tensor))
+    return tensor_bytes_by_dtype(tensors)
 
 
 def fp32_weight_bytes(model: nn.Module) -> int:
     return sum(p.numel() * 4 for p in model.parameters() if p.is_floating_point())
 
 
-def packed_model_bytes(model: nn.Module, quantized: dict[str, QuantizedTensor]) -> int:
-    """Bytes of the model with quantized weights bit-packed at their width and everything else in fp32
-    (biases, unquantized layers, folded BatchNorm): the size an ideal integer deployment would store."""
-    quantized_ids = set()
-    total = 0
-    for name, q in quantized.items():
-        total += q.packed_nbytes()
-        quantized_ids.add(name)
-    for name, p in model.named_parameters():
-        layer = name.rsplit(".", 2)[0] if name.endswith(".layer.weight") else None
-        if layer is not None and layer in quantized_ids:
-            continue
-        total += p.numel() * 4
-    return total
+def onnx_bytes_by_dtype(path: Path) -> dict[str, int]:
+    """Bytes of an ONNX file's initializers grouped by element type (int8, uint8, float, int32, ...)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=True)
+    counts: Counter[str] = Counter()
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        counts[str(array.dtype)] += array.nbytes
+    return dict(counts)
 
 
 def code_bytes_by_bits(quantized: dict[str, QuantizedTensor]) -> dict[str, int]:
@@ -57,7 +66,3 @@ def code_bytes_by_bits(quantized: dict[str, QuantizedTensor]) -> dict[str, int]:
     for q in quantized.values():
         counts[f"int{q.bits}"] += math.ceil(q.numel * q.bits / 8)
     return dict(counts)
-
-
-def state_dict_nbytes(state: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
