@@ -9,7 +9,7 @@ This VM's speed drifts between processes (bare loops of the same torch model gav
 in three consecutive processes), so qbench and the bare loop are run alternately for ``--rounds`` rounds
 and the medians of their per-run p50s are compared.
 
-    python benchmarks/fidelity.py [--threads N] [--calls 3000] [--rounds 3]
+    python benchmarks/fidelity.py [--threads N] [--calls 3000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -69,17 +69,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: qbench's default)")
     parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     rows, machine = [], ""
     cases = [("onnxruntime", "w8a8_pc", BARE_ORT, ".onnx"), ("torch", "fp32", BARE_TORCH, ".pt")]
     with tempfile.TemporaryDirectory() as tmp:
         for backend, quant, script, suffix in cases:
             ours, theirs, cis = [], [], []
+            artifact, threads = "", 0  # known after the first qbench run
             for round_ in range(args.rounds):
                 cwd = Path(tmp) / f"{backend}-{round_}"
                 cwd.mkdir()
                 extra = [f"measure.threads.intra_op={args.threads}"] if args.threads else []
+                if round_ % 2 and theirs:  # alternate which of the two goes first: drift hits both alike
+                    theirs.append(bare(script, artifact, threads, args.calls))
                 run_qbench(["run", "model=resnet18", f"quant={quant}", f"backend={backend}", "tracking=none", *extra],
                            cwd)
                 record = latest_record(cwd)
@@ -88,7 +91,8 @@ def main() -> None:
                 threads = int(record["metrics"]["threads.intra_op"])
                 ours.append(record["metrics"]["latency.p50_ms"])
                 cis.append(f"{record['metrics']['latency.ci95_low_ms']:.3f}-{record['metrics']['latency.ci95_high_ms']:.3f}")
-                theirs.append(bare(script, artifact, threads, args.calls))
+                if len(theirs) < len(ours):
+                    theirs.append(bare(script, artifact, threads, args.calls))
             ratio = statistics.median(ours) / statistics.median(theirs)
             rows.append([f"resnet18 {record['tags']['scheme']} on {backend} ({record['tags']['kernel']})", threads,
                          " ".join(f"{v:.3f}" for v in ours), " ".join(cis), " ".join(f"{v:.3f}" for v in theirs),
