@@ -109,7 +109,7 @@ def test_a_hanging_cell_times_out(run_qbench, tmp_path) -> None:
 def test_kill_9_midway_then_resume_runs_only_missing_cells(qbench_cache, tmp_path) -> None:
     env = {**os.environ, "QBENCH_CACHE": str(qbench_cache)}
     cmd = [sys.executable, "-m", "qbench", "run", "+suite=vision", "model=digits_cnn", "quant=fp32,w8a8,w8a8_pc,w4_wo",
-           "tracking=none"]
+           "backend=torch", "tracking=none"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
