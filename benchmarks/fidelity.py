@@ -27,15 +27,20 @@ from pathlib import Path
 
 from _common import latest_record, machine_line, markdown_table, run_qbench, write_section
 
-BARE_ORT = r"""
-import sys, time, numpy as np, onnxruntime as ort
-path, threads, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# the ORT session exactly as qbench's onnxruntime backend configures it (threads, sequential, all optimizations)
+ORT_SESSION = r"""
 options = ort.SessionOptions()
 options.intra_op_num_threads = threads; options.inter_op_num_threads = 1
 options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
 options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+"""
+
+BARE_ORT = r"""
+import sys, time, numpy as np, onnxruntime as ort
+path, threads, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+exec(ORT_SESSION)
 for _ in range(200): session.run(None, {"input": x})
 samples = []
 for _ in range(calls):
@@ -66,12 +71,7 @@ from qbench.config import LatencyConfig
 from qbench.measure.latency import measure_latency, wall_clock_call
 if kind == "onnxruntime":
     import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads; options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    exec(ORT_SESSION)
     call = lambda: session.run(None, {"input": x})
 else:
     import torch, torchvision
@@ -98,7 +98,8 @@ def same_process(kind: str, artifact: str, threads: int, calls: int, blocks: int
     import os
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, "-c", AB, kind, artifact, str(threads), str(calls), str(blocks)],
+    out = subprocess.run([sys.executable, "-c", f"ORT_SESSION = {ORT_SESSION!r}\n" + AB, kind, artifact, str(threads),
+                          str(calls), str(blocks)],
                          capture_output=True, text=True, check=True, env=env)
     ours, theirs = (float(v) for v in out.stdout.strip().splitlines()[-1].split())
     return ours, theirs
@@ -108,7 +109,8 @@ def bare(script: str, artifact: str, threads: int, calls: int) -> float:
     env_threads = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     import os
 
-    out = subprocess.run([sys.executable, "-c", script, artifact, str(threads), str(calls)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", f"ORT_SESSION = {ORT_SESSION!r}\n" + script, artifact, str(threads),
+                          str(calls)], capture_output=True,
                          text=True, check=True, env={**os.environ, **env_threads})
     return float(out.stdout.strip().splitlines()[-1])
 

@@ -30,7 +30,6 @@ from qbench.measure.latency import (
     measure_latency,
     wall_clock_call,
 )
-from qbench.measure.opcount import count_layers
 from qbench.quant import apply_scheme
 from qbench.quant.simulate import quantized_layers, weight_tensors
 from qbench.result import CellResult
@@ -84,8 +83,8 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     simulated, scheme_stats = (apply_scheme(fp32_model, cfg.quant, splits, cache_key) if fp32_model is not None
                                else (None, {}))  # user ONNX models are quantized by ONNX Runtime alone
     metrics.update(scheme_stats)
-    deployment = get_backend(cfg.backend.name).deploy(
-        DeployContext(cfg, fp32_model, splits, workdir, simulated, fp32.onnx_path))
+    context = DeployContext(cfg, fp32_model, splits, workdir, simulated, fp32.onnx_path)
+    deployment = get_backend(cfg.backend.name).deploy(context)
     metrics["time.quantize_deploy_s"] = time.perf_counter() - t0
     metrics.update(deployment.metrics)
     tags.update(deployment.tags)
@@ -120,7 +119,7 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     metrics["time.accuracy_s"] = time.perf_counter() - t0
     metrics.update(_size_metrics(deployment, fp32_model))
     if fp32_model is not None:  # layer-level op counts need the torch graph
-        metrics.update(_op_proxies(cfg, fp32_model, splits, simulated))
+        metrics.update(_op_proxies(cfg, context, simulated))
     metrics["time.measure_windows_s"] = windows
     metrics["time.cell_s"] = time.perf_counter() - t_start
     return CellResult(
@@ -246,10 +245,9 @@ def _size_metrics(deployment: Deployment, fp32_model: torch.nn.Module | None) ->
     return out
 
 
-def _op_proxies(cfg: QBenchConfig, fp32_model: torch.nn.Module, splits: DataSplits,
-                simulated: torch.nn.Module | None) -> dict[str, float]:
+def _op_proxies(cfg: QBenchConfig, context: DeployContext, simulated: torch.nn.Module | None) -> dict[str, float]:
     """MACs, BOPs and the modelled energy of the scheme (quantized layers at their bit-widths)."""
-    layers = count_layers(fp32_model, splits.input_shape)
+    layers = context.layer_counts()
     names = [layer.name for layer in quantized_layers(simulated)] if simulated is not None else []
     return proxies(layers, scheme_precision(cfg.quant, names), cfg.measure.energy.costs)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from qbench.config import QBenchConfig
     from qbench.data import DataSplits
+    from qbench.measure.opcount import LayerCount
     from qbench.quant.affine import QuantizedTensor
 
 KERNELS = ("fp32", "simulated", "int8", "int4", "mixed")
@@ -43,6 +44,15 @@ class DeployContext:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._layers: dict[str, LayerCount] | None = None
+
+    def layer_counts(self) -> dict[str, LayerCount]:
+        """MACs of the FP32 model's compute layers (empty for ONNX-only models), computed once per cell."""
+        if self._layers is None:
+            from qbench.measure.opcount import count_layers
+
+            self._layers = {} if self.fp32_model is None else count_layers(self.fp32_model, self.splits.input_shape)
+        return self._layers
 
 
 @dataclass

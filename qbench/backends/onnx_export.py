@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,9 +39,10 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opse
     return path
 
 
-def cached_reference_export(model_cfg, dataset_cfg, folded_model: nn.Module, input_shape: tuple[int, ...],
+def cached_reference_export(model_cfg, dataset_cfg, folded_model: Callable[[], nn.Module], input_shape: tuple[int, ...],
                             opset: int) -> Path:
-    """The BN-folded FP32 export of a reference model, made once per (model, opset, torch version)."""
+    """The BN-folded FP32 export of a reference model, made once per (model, opset, torch version);
+    ``folded_model`` is called only when the export is not cached yet."""
     from qbench.zoo.cache import reference_key
 
     version = torch.__version__.split("+")[0]
@@ -49,5 +51,5 @@ def cached_reference_export(model_cfg, dataset_cfg, folded_model: nn.Module, inp
         return path
     with lock_for(path.with_suffix("")):
         if not path.is_file():
-            export_onnx(folded_model, input_shape, path, opset)
+            export_onnx(folded_model(), input_shape, path, opset)
     return path

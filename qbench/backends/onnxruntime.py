@@ -90,7 +90,6 @@ class OnnxRuntimeBackend(Backend):
     def deploy(self, ctx: DeployContext) -> Deployment:
         import onnxruntime as ort
 
-        from qbench.measure.opcount import count_layers
         from qbench.measure.opmix import onnx_op_mix
         from qbench.quant.simulate import fold_batchnorm, unwrap_simulated
 
@@ -106,7 +105,7 @@ class OnnxRuntimeBackend(Backend):
             float_path = export_onnx(unwrap_simulated(ctx.simulated_model), shape, ctx.workdir / "model_qat_float.onnx",
                                      cfg.backend.onnx_opset)
         else:
-            float_path = cached_reference_export(cfg.model, cfg.dataset, fold_batchnorm(ctx.fp32_model), shape,
+            float_path = cached_reference_export(cfg.model, cfg.dataset, lambda: fold_batchnorm(ctx.fp32_model), shape,
                                                  cfg.backend.onnx_opset)
         metrics = {"time.export_s": time.perf_counter() - t0}
 
@@ -126,7 +125,7 @@ class OnnxRuntimeBackend(Backend):
         session, optimized = _session(cfg, deployed, ctx.workdir)
         tags["ort.providers"] = ",".join(session.get_providers())
         tags["ort.graph_optimization_level"] = cfg.backend.graph_optimization_level
-        layers = count_layers(ctx.fp32_model, shape) if ctx.fp32_model is not None else {}
+        layers = ctx.layer_counts()
         mix_metrics, mix_tags = onnx_op_mix(optimized, layers)
         metrics.update(mix_metrics)
         tags.update(mix_tags)

@@ -63,7 +63,6 @@ class TorchInt8Backend(Backend):
         return None
 
     def deploy(self, ctx: DeployContext) -> Deployment:
-        from qbench.measure.opcount import count_layers
         from qbench.measure.opmix import torch_op_mix
 
         torch.backends.quantized.engine = ENGINE
@@ -76,7 +75,7 @@ class TorchInt8Backend(Backend):
             model, tags = _static(ctx)
         model.eval()
         tags["torch.quantized_engine"] = torch.backends.quantized.engine
-        layers = count_layers(ctx.fp32_model, ctx.splits.input_shape)
+        layers = ctx.layer_counts()
         metrics, mix_tags = torch_op_mix(model, layers)
         tags.update(mix_tags)
         artifact = ctx.workdir / ("model_fp32.pt" if method == "none" else "model_int8.pt")
