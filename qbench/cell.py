@@ -30,7 +30,7 @@ from qbench.measure.latency import (
     measure_latency,
     wall_clock_call,
 )
-from qbench.quant import apply_scheme
+from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import quantized_layers, weight_tensors
 from qbench.result import CellResult
 from qbench.threads import apply_threads, resolve_threads
@@ -79,11 +79,16 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
 
     log.info("applying scheme %s", tags["scheme"])
     t0 = time.perf_counter()
+    # the scheme as deployed and simulated (e.g. 7-bit weights on the reduce-range path); names keep cfg's
+    deploy_cfg, emulate, int8_tags = int8_path.for_cell(cfg)
+    tags.update(int8_tags)
     cache_key = reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference" else None
-    simulated, scheme_stats = (apply_scheme(fp32_model, cfg.quant, splits, cache_key) if fp32_model is not None
+    simulated, scheme_stats = (apply_scheme(fp32_model, deploy_cfg.quant, splits, cache_key, emulate)
+                               if fp32_model is not None
                                else (None, {}))  # user ONNX models are quantized by ONNX Runtime alone
     metrics.update(scheme_stats)
-    context = DeployContext(cfg, fp32_model, splits, workdir, simulated, fp32.onnx_path)
+    context = DeployContext(deploy_cfg, fp32_model, splits, workdir, simulated, fp32.onnx_path,
+                            int8_path=tags.get("int8.path", "none"))
     deployment = get_backend(cfg.backend.name).deploy(context)
     metrics["time.quantize_deploy_s"] = time.perf_counter() - t0
     metrics.update(deployment.metrics)
@@ -92,6 +97,9 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     if not deployment.quantized_weights and simulated is not None:
         # the scheme's ideal packed size; the deployed artifact's real size is size.artifact_bytes
         deployment.quantized_weights = weight_tensors(simulated)
+        if deploy_cfg.quant.weights.bits != cfg.quant.weights.bits:  # 7-bit reduce-range codes sit in int8
+            for q in deployment.quantized_weights.values():
+                q.storage_bits = cfg.quant.weights.bits
 
     metrics["memory.peak_rss_load_mb"] = memory.snapshot_mb()["peak_rss_mb"]
     peak_reset = memory.reset_peak()
@@ -119,7 +127,7 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     metrics["time.accuracy_s"] = time.perf_counter() - t0
     metrics.update(_size_metrics(deployment, fp32_model))
     if fp32_model is not None:  # layer-level op counts need the torch graph
-        metrics.update(_op_proxies(cfg, context, simulated))
+        metrics.update(_op_proxies(cfg, context, simulated))  # reduce range still runs 8-bit MACs
     metrics["time.measure_windows_s"] = windows
     metrics["time.cell_s"] = time.perf_counter() - t_start
     return CellResult(

@@ -131,6 +131,9 @@ class QuantConfig:
     qat: QATConfig = field(default_factory=QATConfig)
     # fnmatch patterns of layer names kept in floating point (e.g. ["conv1", "fc"])
     exclude: list[str] = field(default_factory=list)
+    # reproduce this CPU's int8 arithmetic in the simulation (qbench/quant/int8_path.py): none (exact int32),
+    # host, avx2 / avx512 (u8 x s8 pairs saturate in int16 on the u8s8 path), vnni, amx
+    target_isa: str = "none"
 
 
 @dataclass
@@ -143,6 +146,11 @@ class BackendConfig:
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     # onnxruntime static QDQ: run ORT's quant_pre_process (shape inference + graph cleanup) first
     pre_process: bool = True
+    # onnxruntime / torch_int8: int8 arithmetic: auto (from the CPU's ISA) | u8s8 | u8s8_reduce_range | u8u8
+    # (qbench/quant/int8_path.py says what each means and what auto picks)
+    int8_path: str = "auto"
+    # torch_int8: PyTorch's quantized engine (x86 = fbgemm + oneDNN chosen per op; fbgemm; onednn)
+    quantized_engine: str = "x86"
 
 
 @dataclass
@@ -340,6 +348,11 @@ def validate(cfg: DictConfig) -> QBenchConfig:
         raise ConfigError(f"model.path is required for model={obj.model.source} (the {obj.model.source} file)")
     _check_choice("dataset.name", obj.dataset.name, data.DATASETS)
     _check_choice("backend.name", obj.backend.name, backends.BACKENDS)
+    from qbench.quant.int8_path import INT8_PATHS, TARGET_ISAS
+
+    _check_choice("backend.int8_path", obj.backend.int8_path, INT8_PATHS)
+    _check_choice("backend.quantized_engine", obj.backend.quantized_engine, ("x86", "fbgemm", "onednn"))
+    _check_choice("quant.target_isa", obj.quant.target_isa, TARGET_ISAS)
     _check_choice("backend.graph_optimization_level", obj.backend.graph_optimization_level,
                   ("disable", "basic", "extended", "all"))
     q = obj.quant
@@ -414,6 +427,9 @@ def scheme_label(quant: QuantConfig | DictConfig) -> str:
         label += f"-{w.observer}"
     if method in ("ptq", "qat") and a.observer != "minmax":
         label += f"-act{a.observer}"
+    target_isa = getattr(quant, "target_isa", "none")
+    if target_isa != "none":
+        label += f"@{target_isa}"
     return label
 
 
@@ -424,6 +440,9 @@ def cell_name(cfg: QBenchConfig | DictConfig) -> str:
     name = f"{model}/{scheme_label(cfg.quant)}/{cfg.backend.name}"
     if cfg.backend.device != "cpu":
         name += f"@{cfg.backend.device}"
+    int8_path = getattr(cfg.backend, "int8_path", "auto")
+    if int8_path != "auto":
+        name += f"/{int8_path}"
     if cfg.measure.threads.intra_op is not None:
         name += f"/t{cfg.measure.threads.intra_op}"
     if cfg.measure.latency.batch_size != 1:

@@ -13,16 +13,19 @@ import torch
 from qbench import config as qconfig
 from qbench.backends import DeployContext, get_backend
 from qbench.data import load_splits
-from qbench.quant import apply_scheme
+from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import quantized_layers
 
 
 def _deploy(compose, reference_models, tmp_path: Path, model: str, quant: str, backend: str, *extra: str):
+    """Deploy like a cell does: the int8 path for this CPU (backend.int8_path=auto), its simulation, the backend."""
     cfg = qconfig.validate(compose(f"model={model}", f"quant={quant}", f"backend={backend}", *extra))
     splits = load_splits(cfg.dataset, cfg.model)
     fp32 = reference_models[model]
-    sim, _ = apply_scheme(fp32, cfg.quant, splits)
-    return get_backend(backend).deploy(DeployContext(cfg, fp32, splits, tmp_path, sim)), splits, sim
+    deploy_cfg, emulate, tags = int8_path.for_cell(cfg)
+    sim, _ = apply_scheme(fp32, deploy_cfg.quant, splits, None, emulate)
+    context = DeployContext(deploy_cfg, fp32, splits, tmp_path, sim, int8_path=tags.get("int8.path", "none"))
+    return get_backend(backend).deploy(context), splits, sim
 
 
 def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -41,6 +41,8 @@ class DeployContext:
     # and for user ONNX models (quantized by ONNX Runtime alone)
     simulated_model: nn.Module | None = None
     onnx_path: Path | None = None
+    # the int8 path resolved for this cell (qbench/quant/int8_path.py); cfg.quant is already adjusted to it
+    int8_path: str = "none"
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

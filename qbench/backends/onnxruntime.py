@@ -61,6 +61,8 @@ class OnnxRuntimeBackend(Backend):
             if q.method == "ptq" and a.observer not in _CALIBRATORS:
                 return (f"activations observer {a.observer}: ONNX Runtime calibrates with "
                         f"{', '.join(_CALIBRATORS)} only (qbench's own needs a torch model)")
+        if cfg.backend.int8_path == "u8u8" and not w.symmetric:
+            return "int8_path=u8u8 stores qbench's symmetric weight grid as u8 (zero point 128): symmetric weights only"
         if q.method in ("ptq", "qat"):
             if w.bits != 8 or a.bits != 8:
                 return (f"W{w.bits}A{a.bits}: ONNX Runtime's CPU kernels for static quantization are int8 only "
@@ -247,11 +249,14 @@ def _quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str])
     w, a = q.weights, q.activations
     overrides: dict[str, list[dict[str, Any]]] = {}
     sim = ctx.simulated_model
-    inject_weights = q.method == "qat" or w.observer != "minmax"
+    u8_weights = ctx.int8_path == "u8u8" or not w.symmetric
+    # 7-bit (reduce range) and u8u8 weights are qbench's grid: ORT's own min/max would pick other codes
+    inject_weights = (q.method == "qat" or w.observer != "minmax" or w.bits != 8 or ctx.int8_path == "u8u8")
     inject_acts = q.method == "qat" or a.observer not in _CALIBRATORS
     if (inject_weights or inject_acts) and sim is not None:
         overrides = _qbench_overrides(sim, float_path, weights=inject_weights, activations=inject_acts,
-                                      activation_type=QuantType.QInt8 if a.symmetric else QuantType.QUInt8)
+                                      activation_type=QuantType.QInt8 if a.symmetric else QuantType.QUInt8,
+                                      u8_weights=ctx.int8_path == "u8u8")
     tags["ort.weight_qparams"] = "qbench" if inject_weights else "ort-minmax"
     calibrator = "MinMax" if inject_acts else _CALIBRATORS[a.observer]
     tags["ort.activation_qparams"] = (("qat-learned" if q.method == "qat" else f"qbench-{a.observer}") if inject_acts
@@ -267,7 +272,7 @@ def _quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str])
         str(pre), str(out), _CalibrationReader(_calibration_batches(ctx), _input_name(pre)),
         quant_format=QuantFormat.QDQ,
         per_channel=w.granularity == "per_channel",
-        weight_type=QuantType.QInt8 if w.symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QUInt8 if u8_weights else QuantType.QInt8,
         activation_type=QuantType.QInt8 if a.symmetric else QuantType.QUInt8,
         calibrate_method=getattr(CalibrationMethod, calibrator), extra_options=extra,
     )
@@ -275,10 +280,12 @@ def _quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str])
     return out
 
 
-def _qbench_overrides(sim: nn.Module, float_path: Path, *, weights: bool, activations: bool, activation_type: Any
-                      ) -> dict[str, list[dict[str, Any]]]:
+def _qbench_overrides(sim: nn.Module, float_path: Path, *, weights: bool, activations: bool, activation_type: Any,
+                      u8_weights: bool = False) -> dict[str, list[dict[str, Any]]]:
     """TensorQuantOverrides carrying qbench's scales: weights by initializer name, activations by the
-    input tensor name of each layer's Conv/Gemm node (mapped through the layer's weight name)."""
+    input tensor name of each layer's Conv/Gemm node (mapped through the layer's weight name).
+
+    ``u8_weights`` (the u8u8 path) stores symmetric weights as u8 codes with zero point 128: the same grid."""
     import onnx
 
     from qbench.quant.simulate import quantized_layers
@@ -290,16 +297,17 @@ def _qbench_overrides(sim: nn.Module, float_path: Path, *, weights: bool, activa
         weight_name = f"{layer.name}.weight"
         q = layer.weight_q
         if weights and q is not None:
-            zp_type = np.int8 if q.symmetric else np.uint8
+            zp_type = np.int8 if q.symmetric and not u8_weights else np.uint8
+            shift = 128 if q.symmetric and u8_weights else 0
             # ORT's override validator accepts numpy arrays (0-d here), not numpy scalars
             if q.granularity == "per_channel":
                 overrides[weight_name] = [
-                    {"axis": 0, "scale": np.array(s, np.float32), "zero_point": np.array(z, zp_type)}
+                    {"axis": 0, "scale": np.array(s, np.float32), "zero_point": np.array(z + shift, zp_type)}
                     for s, z in zip(q.scale.tolist(), q.zero_point.tolist(), strict=True)
                 ]
             else:
                 overrides[weight_name] = [{"scale": np.array(float(q.scale[0]), np.float32),
-                                           "zero_point": np.array(int(q.zero_point[0]), zp_type)}]
+                                           "zero_point": np.array(int(q.zero_point[0]) + shift, zp_type)}]
         iq = layer.input_quantizer
         tensor = input_of_weight.get(weight_name)
         if activations and iq is not None and iq.calibrated and tensor is not None and tensor not in overrides:
@@ -315,8 +323,10 @@ def _quantize_dynamic(ctx: DeployContext, float_path: Path, tags: dict[str, str]
 
     w = ctx.cfg.quant.weights
     out = ctx.workdir / "model_dynamic.onnx"
+    # reduce range: ORT's own 7-bit weights ([-64, 64]; the simulation's 7-bit grid is [-63, 63])
+    u8_weights = ctx.int8_path == "u8u8" or not w.symmetric
     quantize_dynamic(str(_pre_process(ctx, float_path)), str(out), per_channel=w.granularity == "per_channel",
-                     weight_type=QuantType.QInt8 if w.symmetric else QuantType.QUInt8)
+                     reduce_range=w.bits < 8, weight_type=QuantType.QUInt8 if u8_weights else QuantType.QInt8)
     tags["ort.quantization"] = "dynamic"
     return out
 

@@ -13,8 +13,13 @@ kernels, not a different calibration: after ``prepare_fx`` + calibration (min/ma
 does not quantize, e.g. residual-add outputs), the observer feeding each Conv/Linear gets the range of
 the simulated layer's input quantizer, and after ``convert_fx`` each quantized layer's weight is replaced
 by the simulated layer's integer codes, scales and bias (``set_weight_bias``). Activations use the full
-u8 range (``reduce_range=False``): exact for 8-bit schemes on VNNI CPUs; on CPUs without VNNI fbgemm's
-u8 x s8 pairwise products can saturate, which the deployment-gap metrics would show.
+u8 range; on CPUs without VNNI the cell's int8 path (``backend.int8_path=auto``, qbench/quant/int8_path.py)
+deploys 7-bit weight codes so that fbgemm's u8 x s8 pairwise products cannot saturate.
+
+``backend.quantized_engine``: ``x86`` (PyTorch's default: oneDNN or fbgemm per op — on VNNI CPUs most
+convolutions go to oneDNN), ``fbgemm`` or ``onednn``. With ``fbgemm``, fbgemm's own
+``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` makes a VNNI machine run the AVX2 kernels of a CPU it is not (recorded in
+``int8.kernel_isa``): how qbench checks its AVX2 emulation against the real kernel.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ if TYPE_CHECKING:
     from qbench.config import QBenchConfig
     from qbench.quant.simulate import QuantizedLayer
 
-ENGINE = "x86"
 
 
 class TorchInt8Backend(Backend):
@@ -43,10 +47,15 @@ class TorchInt8Backend(Backend):
             return "model=onnx is an ONNX file: the torch backends need a torch module (use backend=onnxruntime)"
         if cfg.backend.device != "cpu":
             return "PyTorch's quantized int8 kernels (fbgemm/oneDNN) run on the CPU only"
+        if cfg.backend.quantized_engine not in torch.backends.quantized.supported_engines:
+            return (f"backend.quantized_engine={cfg.backend.quantized_engine} is not built into this PyTorch "
+                    f"(supported: {', '.join(torch.backends.quantized.supported_engines)})")
         q = cfg.quant
         w, a = q.weights, q.activations
         if q.method == "none":
             return None
+        if cfg.backend.int8_path == "u8u8":
+            return "int8_path=u8u8: PyTorch's quantized kernels take s8 weights (u8u8 is an ONNX Runtime path)"
         if q.method == "weight_only":
             return "no weight-only kernels for Conv/Linear in PyTorch's eager quantized CPU backend"
         if w.bits != 8 or a.bits != 8:
@@ -65,7 +74,7 @@ class TorchInt8Backend(Backend):
     def deploy(self, ctx: DeployContext) -> Deployment:
         from qbench.measure.opmix import torch_op_mix
 
-        torch.backends.quantized.engine = ENGINE
+        torch.backends.quantized.engine = ctx.cfg.backend.quantized_engine
         method = ctx.cfg.quant.method
         if method == "none":
             model, tags = ctx.fp32_model, {"torch.quantization_api": "none"}

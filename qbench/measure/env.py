@@ -18,7 +18,8 @@ from qbench import __version__, paths
 INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "neon", "asimddp")
 
 
-def _cpu_info() -> tuple[str, set[str]]:
+@lru_cache(maxsize=1)
+def _cpu_info() -> tuple[str, frozenset[str]]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -30,7 +31,12 @@ def _cpu_info() -> tuple[str, set[str]]:
                 flags = set(value.split())
     except OSError:
         pass
-    return model, flags
+    return model, frozenset(flags)
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (``/proc/cpuinfo``; empty where unreadable)."""
+    return _cpu_info()[1]
 
 
 def _governor() -> str:

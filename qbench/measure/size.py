@@ -64,5 +64,5 @@ def code_bytes_by_bits(quantized: dict[str, QuantizedTensor]) -> dict[str, int]:
     """Packed weight bytes grouped by bit-width, e.g. {"int4": 12345}."""
     counts: Counter[str] = Counter()
     for q in quantized.values():
-        counts[f"int{q.bits}"] += math.ceil(q.numel * q.bits / 8)
+        counts[f"int{q.stored_bits}"] += math.ceil(q.numel * q.stored_bits / 8)
     return dict(counts)

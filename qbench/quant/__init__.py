@@ -11,24 +11,27 @@ if TYPE_CHECKING:
     from qbench.data import DataSplits
 
 
-def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, cache_key: str | None = None
-                 ) -> tuple[nn.Module | None, dict[str, float]]:
+def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, cache_key: str | None = None,
+                 emulate_isa: str | None = None) -> tuple[nn.Module | None, dict[str, float]]:
     """The simulated (fake-quant) model of ``quant``: BN folded, weights quantized, static activation
     ranges calibrated on ``quant.calibration.samples`` calibration images, then fine-tuned for QAT.
     None for method ``none``. Also returns figures of the process (QAT time and accuracy).
 
     A QAT result is cached under ``cache_key`` (reference model + scheme) so that the cells of a suite that
     deploy the same QAT model to several backends train it once."""
-    from qbench.quant.simulate import build_simulated_model, calibrate
+    from qbench.quant.simulate import build_simulated_model, calibrate, quantized_layers
 
     if quant.method == "none":
         return None, {}
-    model = build_simulated_model(fp32_model, quant)
+    model = build_simulated_model(fp32_model, quant, emulate_isa)
     if quant.method in ("ptq", "qat"):
         samples = min(quant.calibration.samples, len(splits.calibration))
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))
     if quant.method == "qat":
         from qbench.quant.qat import cached_qat
 
-        return cached_qat(model, splits, quant, cache_key)
+        model, stats = cached_qat(model, splits, quant, cache_key)
+        for layer in quantized_layers(model):
+            layer.emulate_isa = emulate_isa
+        return model, stats
     return model, {}

@@ -135,6 +135,12 @@ class QuantizedTensor:
     shape: torch.Size
     group_size: int = 0
     axis: int = 0
+    # bits each code occupies when deployed, when wider than ``bits`` (7-bit reduce-range codes in int8)
+    storage_bits: int | None = None
+
+    @property
+    def stored_bits(self) -> int:
+        return self.storage_bits or self.bits
 
     def dequantize(self) -> torch.Tensor:
         rows = to_rows(self.codes, self.granularity, self.group_size, self.axis)
@@ -148,8 +154,8 @@ class QuantizedTensor:
     def packed_nbytes(self) -> int:
         """Bytes when codes are bit-packed at their width, plus fp32 scales and (asymmetric) packed zero points."""
         n_params = self.scale.numel()
-        zp_bits = 0 if self.symmetric else self.bits * n_params
-        return math.ceil((self.numel * self.bits + zp_bits) / 8) + 4 * n_params
+        zp_bits = 0 if self.symmetric else self.stored_bits * n_params
+        return math.ceil((self.numel * self.stored_bits + zp_bits) / 8) + 4 * n_params
 
 
 def quantize_tensor(

@@ -46,6 +46,8 @@ class InputQuantizer(nn.Module):
         self.register_buffer("scale", torch.ones(1))
         self.register_buffer("zero_point", torch.zeros(1, dtype=torch.int32))
         self.calibrated = False
+        # (scale, zero point) of the last forward pass, for the ISA emulation of the consuming layer
+        self.last_qparams: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def start_observing(self) -> None:
         self.observer = ActivationObserver(self.spec, per_channel=self.per_channel)
@@ -84,9 +86,11 @@ class InputQuantizer(nn.Module):
             return x
         if self.dynamic:
             scale, zp = compute_qparams(x.detach().amin(), x.detach().amax(), self.spec.bits, self.spec.symmetric)
+            self.last_qparams = (scale, zp)
             return fake_quantize(x, scale, zp, self.qmin, self.qmax)
         if not self.calibrated:
             raise RuntimeError("static input quantizer used before calibration")
+        self.last_qparams = (self.scale.detach(), self.zero_point)
         scale = self.scale
         if isinstance(scale, nn.Parameter):  # LSQ: scale the scale's gradient by 1/sqrt(numel * qmax)
             scale = lsq_grad_scale(scale.abs() + 1e-12, (x[0].numel() * self.qmax) ** -0.5)
@@ -110,6 +114,8 @@ class QuantizedLayer(nn.Module):
         self.weight_q: QuantizedTensor | None = None
         self.qat = False
         self.weight_scale: nn.Parameter | None = None
+        # an ISA whose int8 arithmetic is reproduced (qbench/quant/isa_emulation.py), None = exact
+        self.emulate_isa: str | None = None
 
     def quantize_weight(self) -> QuantizedTensor:
         """Compute integer codes + scale + zero point of the current weight with the spec's observer."""
@@ -178,11 +184,34 @@ class QuantizedLayer(nn.Module):
         return self.weight_fq
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_quantizer is not None:
-            x = self.input_quantizer(x)
+        iq = self.input_quantizer
+        if iq is not None:
+            x = iq(x)
         if isinstance(self.layer, nn.Conv2d):
-            return self.layer._conv_forward(x, self.weight(), self.layer.bias)
-        return F.linear(x, self.weight(), self.layer.bias)
+            y = self.layer._conv_forward(x, self.weight(), self.layer.bias)
+        else:
+            y = F.linear(x, self.weight(), self.layer.bias)
+        if self.emulate_isa and iq is not None and iq.observer is None and not self.qat:
+            y = y + self._saturation_error(x)
+        return y
+
+    @torch.no_grad()
+    def _saturation_error(self, x_quantized: torch.Tensor) -> torch.Tensor | float:
+        """The float error the target ISA's u8 x s8 pair saturation adds to this layer's output."""
+        from qbench.quant.isa_emulation import saturation_error
+
+        iq, q = self.input_quantizer, self.weight_q
+        if (iq is None or iq.last_qparams is None or q is None or iq.per_channel or iq.spec.symmetric
+                or iq.spec.bits != 8 or not q.symmetric or q.granularity == "per_group"):
+            return 0.0  # only u8 (per-tensor) x s8 (per-tensor/channel) products take the pair shortcut
+        scale, zero_point = iq.last_qparams
+        s_a, zp = float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0])
+        codes = torch.round(x_quantized / s_a) + zp
+        error = saturation_error(self.layer, codes, zp, q.codes)
+        if error is None:
+            return 0.0
+        s_w = q.scale.reshape(1, -1, 1, 1) if isinstance(self.layer, nn.Conv2d) else q.scale
+        return error * s_a * s_w
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -196,9 +225,10 @@ def quantized_layers(model: nn.Module) -> list[QuantizedLayer]:
     return [m for m in model.modules() if isinstance(m, QuantizedLayer)]
 
 
-def build_simulated_model(fp32_model: nn.Module, quant) -> nn.Module:
+def build_simulated_model(fp32_model: nn.Module, quant, emulate_isa: str | None = None) -> nn.Module:
     """Fold BN and wrap each Conv2d/Linear (not excluded) per the scheme; weights are quantized at once,
-    static activation ranges need :func:`calibrate` next."""
+    static activation ranges need :func:`calibrate` next. ``emulate_isa`` reproduces that CPU's int8
+    arithmetic (:mod:`qbench.quant.isa_emulation`)."""
     if quant.method == "none":
         raise ValueError("method none has no simulated model: use the FP32 model")
     model = fold_batchnorm(fp32_model)
@@ -214,6 +244,7 @@ def build_simulated_model(fp32_model: nn.Module, quant) -> nn.Module:
         elif quant.method == "dynamic":
             input_quantizer = InputQuantizer(quant.activations, dynamic=True)
         layer = QuantizedLayer(module, name, quant.weights, input_quantizer)
+        layer.emulate_isa = emulate_isa
         layer.quantize_weight()
         model.set_submodule(name, layer)
     return model.eval()
