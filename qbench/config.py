@@ -237,6 +237,12 @@ class CheckConfig:
     memory_tolerance_mb: float = 50.0
     size_tolerance_pct: float = 1.0
     size_tolerance_mb: float = 0.0
+    # deployment gap (real backends vs their simulation, checked on the run itself, no baseline needed): flag a
+    # cell whose deployed top-1 falls more than deployment_gap_pt points below its simulation's, or whose
+    # predictions agree with the simulation's on less than min_agreement_simulated of the samples; the summary
+    # table, qbench compare and the HTML report flag it, qbench check fails its deployment_gap gate
+    deployment_gap_pt: float = 1.0
+    min_agreement_simulated: float = 0.98
 
 
 @dataclass

@@ -15,12 +15,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from qbench.config import CheckConfig
+from qbench.measure.gap import deployment_gap
 from qbench.track import records
 
 if TYPE_CHECKING:
     from qbench.suite import PlannedCell
 
 log = logging.getLogger("qbench.suite")
+GAP_MARK = "⚠ gap"  # a real-backend cell far below its simulation (qbench.measure.gap)
 console = Console(stderr=False, width=None if Console().is_terminal else 140)
 
 
@@ -84,8 +87,9 @@ def collect(planned: list[PlannedCell], run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def summary_frame(cells: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per cell: status, kernel, top-1, delta vs the suite's FP32 cell, p50, speed-up."""
+def summary_frame(cells: list[dict[str, Any]], settings: CheckConfig | None = None) -> pd.DataFrame:
+    """One row per cell: status, kernel, top-1, delta vs the suite's FP32 cell, p50, speed-up, flags (``gap``:
+    deployed far below its simulation, judged with the suite's ``settings``) and why a cell was flagged."""
     references = {c["_group"]: c for c in cells if c.get("config", {}).get("quant", {}).get("method") == "none"
                   and c["status"] == "finished"}
     rows = []
@@ -103,6 +107,8 @@ def summary_frame(cells: list[dict[str, Any]]) -> pd.DataFrame:
             note = (note + "; " if note else "") + "latency contended (parallel cells)"
         if c.get("_auto_reference"):
             note = (note + "; " if note else "") + "FP32 reference added"
+        verdict = deployment_gap(m, t, settings) if c["status"] == "finished" else None
+        flagged = verdict is not None and verdict.flagged
         rows.append({
             "cell": c["cell"], "status": c["status"], "kernel": kernel,
             "top1": m.get("acc.top1"),
@@ -110,7 +116,9 @@ def summary_frame(cells: list[dict[str, Any]]) -> pd.DataFrame:
             "p50_ms": p50,
             # simulated (fake-quant) latency is float latency: no speed-up is claimed from it
             "speedup": speedup if kernel not in ("simulated",) else None,
+            "flags": "gap" if flagged else "",
             "note": note,
+            "flag_detail": verdict.explanation if verdict is not None and flagged else "",
         })
     return pd.DataFrame(rows)
 
@@ -122,7 +130,8 @@ def _fmt(value: Any, spec: str) -> str:
 def print_summary(name: str, frame: pd.DataFrame, elapsed_s: float | None) -> None:
     table = Table(title=f"suite {name}", header_style="bold")
     for col, justify in (("cell", "left"), ("status", "left"), ("kernel", "left"), ("top-1 %", "right"),
-                         ("Δ FP32 pt", "right"), ("p50 ms", "right"), ("speed-up", "right"), ("note", "left")):
+                         ("Δ FP32 pt", "right"), ("p50 ms", "right"), ("speed-up", "right"), ("flags", "left"),
+                         ("note", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     colors = {"finished": "green", "failed": "red", "skipped": "yellow"}
     for row in frame.itertuples():
@@ -130,20 +139,24 @@ def print_summary(name: str, frame: pd.DataFrame, elapsed_s: float | None) -> No
                       _fmt(row.top1 * 100 if row.top1 is not None and not pd.isna(row.top1) else None, ".2f"),
                       _fmt(row.delta_fp32_pt, "+.2f"), _fmt(row.p50_ms, ".3f"),
                       _fmt(row.speedup, ".2f") + ("x" if row.speedup is not None and not pd.isna(row.speedup) else ""),
-                      row.note[:120])
+                      f"[bold red]{GAP_MARK}[/]" if row.flags == "gap" else "", row.note[:120])
     console.print(table)
     counts = frame["status"].value_counts().to_dict()
     parts = [f"{counts.get(s, 0)} {s}" for s in ("finished", "failed", "skipped")]
     console.print(f"{len(frame)} cells: {', '.join(parts)}" + (f" in {elapsed_s:.0f} s" if elapsed_s else ""))
     for row in frame[frame["status"] == "skipped"].itertuples():
         console.print(f"  skipped {row.cell}: {row.note}")
+    for row in frame[frame["flags"] == "gap"].itertuples():
+        # one unwrapped line per flagged cell, with its likely cause
+        console.print(f"  {GAP_MARK} {row.cell}: {row.flag_detail}", highlight=False, markup=False, soft_wrap=True)
 
 
 def finish_suite(name: str, planned: list[PlannedCell], run_dir: Path, state: dict[str, Any], tracking: Any,
                  elapsed_s: float) -> int:
     """Summary to terminal and files, artifacts to the parent run; exit status 0 unless a cell failed."""
     cells = collect(planned, run_dir)
-    frame = summary_frame(cells)
+    settings = planned[0].cfg.suite.check if planned else None
+    frame = summary_frame(cells, settings)
     print_summary(name, frame, elapsed_s)
     unsynced = sum(1 for c in cells if c.get("tracking") and not c["tracking"].get("synced")
                    and c.get("config", {}).get("tracking", {}).get("enabled", True))
@@ -170,7 +183,7 @@ def finish_suite(name: str, planned: list[PlannedCell], run_dir: Path, state: di
     from qbench.report.build import write_suite_report  # plots + HTML report; a failure only warns
 
     results_dir = Path(planned[0].cfg.results_dir) if planned else run_dir.parents[3]
-    report = write_suite_report(name, cells, run_dir, results_dir, parent, tracking)
+    report = write_suite_report(name, cells, run_dir, results_dir, parent, tracking, settings)
     if report is not None:
         console.print(f"report: {report}")
     console.print(f"suite run: {run_dir}" + (f"   MLflow parent run: {parent}" if parent else ""))

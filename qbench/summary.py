@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from qbench.config import CheckConfig
+from qbench.measure.gap import deployment_gap
 
 # wide enough for the summary when output is not a terminal (logs, CI)
 console = Console(width=None if Console().is_terminal else 110)
@@ -13,6 +17,12 @@ console = Console(width=None if Console().is_terminal else 110)
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
     return "—" if value is None else format(value * scale, spec)
+
+
+def check_settings_of(record: dict[str, Any]) -> CheckConfig:
+    """The check thresholds the cell ran with (``suite.check`` of its resolved config; defaults if absent)."""
+    check = ((record.get("config") or {}).get("suite") or {}).get("check") or {}
+    return CheckConfig(**{f.name: check[f.name] for f in fields(CheckConfig) if f.name in check})
 
 
 def print_cell(record: dict[str, Any]) -> None:
@@ -46,9 +56,15 @@ def print_cell(record: dict[str, Any]) -> None:
          f"{_fmt(m.get('size.artifact_bytes'), '.1f', 1 / 1024)} KiB", "vs FP32 size",
          f"{_fmt(m.get('size.compression_ratio'), '.2f')}x"),
     ]
+    gap = deployment_gap(m, t, check_settings_of(record))
+    if gap.checked:  # real backends: deployed vs the simulation of the same scheme
+        rows.append(("vs simulation", f"{_fmt(m.get('acc.top1_simulated'), '.2f', 100)} % / "
+                     f"{_fmt(gap.gap_pt, '+.2f')} pt", "agree w/ simulation", _fmt(gap.agreement, ".2f", 100) + " %"))
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    if gap.flagged:
+        console.print(f"[bold red]⚠ deployment gap:[/bold red] {gap.explanation}", highlight=False, soft_wrap=True)
     if t.get("latency.unstable") == "true":
         console.print(f"[yellow]latency unstable: {t.get('latency.stability_metric')} stayed above the threshold "
                       "after a retry (machine busy?)[/yellow]")

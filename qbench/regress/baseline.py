@@ -5,7 +5,7 @@ A suite run and a baseline have the same shape (a *snapshot*), so the gates comp
     {"suite", "run_id", "started_at", "git_sha", "qbench_version", "host": {host_id, cpu, isa, versions...},
      "cells": {cell name: {"status", "kernel", "scheme", "method", "weight_bits", "activation_bits", "host_id",
                            "unstable", "accuracy": {...}, "latency": {..., "samples_ms"}, "memory": {...},
-                           "size": {...}}}}
+                           "size": {...}, "deployment": {"metrics", "tags"} or None}}}
 
 A baseline adds ``schema_version``, ``created_at`` and where it came from (``source``). Cells are keyed by
 name (``qbench.cell``), not by hash: an override that changes no label keeps the cell comparable.
@@ -25,6 +25,7 @@ import pandas as pd
 
 from qbench import __version__, paths
 from qbench.config import CheckConfig, one_line
+from qbench.measure import gap
 from qbench.result import write_json_atomic
 
 SCHEMA_VERSION = 1
@@ -84,9 +85,12 @@ def check_settings(suite: str) -> CheckConfig:
     except Exception as exc:  # unknown key or wrong type in the YAML
         raise BaselineError(f"{path}: suite.check: {one_line(exc)}") from None
     for key in ("top1_tolerance_pt", "speedup_tolerance", "latency_tolerance", "memory_tolerance_pct",
-                "memory_tolerance_mb", "size_tolerance_pct", "size_tolerance_mb"):
+                "memory_tolerance_mb", "size_tolerance_pct", "size_tolerance_mb", "deployment_gap_pt"):
         if getattr(settings, key) < 0:
             raise BaselineError(f"{path}: suite.check.{key}={getattr(settings, key)}: must be >= 0")
+    if not 0 <= settings.min_agreement_simulated <= 1:
+        raise BaselineError(f"{path}: suite.check.min_agreement_simulated={settings.min_agreement_simulated}: must "
+                            "be a fraction in [0, 1]")
     if not 0 < settings.alpha < 1:
         raise BaselineError(f"{path}: suite.check.alpha={settings.alpha}: must be in (0, 1)")
     for scheme, floor in {**settings.floors, "floor_8bit": settings.floor_8bit}.items():
@@ -153,7 +157,15 @@ def cell_snapshot(row: pd.Series | dict[str, Any], samples: np.ndarray | None = 
                     "samples_ms": compact_samples(samples)},
         "memory": {k: metric(f"memory.{k}") for k in _MEMORY},
         "size": {k: metric(f"size.{k}") for k in _SIZE},
+        "deployment": _deployment(row),
     }
+
+
+def _deployment(row: pd.Series | dict[str, Any]) -> dict[str, Any] | None:
+    """What the deployment_gap gate reads: the cell's simulation figures and the tags that name a likely cause;
+    None for cells without a simulation to compare with (FP32, simulated kernels)."""
+    metrics, tags = gap.split_row(row)
+    return {"metrics": metrics, "tags": tags} if gap.deployment_gap(metrics, tags).checked else None
 
 
 def _most_common(values: pd.Series) -> Any:

@@ -1,7 +1,8 @@
 """``qbench check`` and ``qbench baseline``: argument parsing, then baseline / gates / reports.
 
 Exit status of ``qbench check``: 0 no gate failed (warnings allowed), 1 a regression, 2 a usage error, no
-baseline or no suite run. Errors are one line on stderr, never a traceback.
+baseline or no suite run. Without a baseline the run's own gates (deployment gap) are still checked: a failing
+one exits 1. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def _run_errors() -> tuple[type[Exception], ...]:
 def cmd_check(args: list[str]) -> int:
     """``qbench check --suite NAME [--run ID]``: compare a suite run with the suite's baseline."""
     parser = _Parser(prog="qbench check", description="Compare a suite run (default: the latest) with the suite's "
-                     "baseline: accuracy, latency, memory, size and status gates. Exit 0 pass (warnings allowed), "
+                     "baseline: accuracy, latency, memory, size and status gates; and check the run's deployment gap "
+                     "(real backends vs their simulation, no baseline needed). Exit 0 pass (warnings allowed), "
                      "1 regression, 2 usage error / no baseline / no suite run.")
     _add_source_options(parser)
     parser.add_argument("--junit", metavar="PATH", type=Path, help="also write JUnit XML (one test case per gate)")
@@ -103,16 +105,35 @@ def cmd_check(args: list[str]) -> int:
 
 def _check(ns: argparse.Namespace) -> int:
     from qbench.regress import baseline as bl
-    from qbench.regress.gates import evaluate, exit_status
+    from qbench.regress.gates import evaluate, exit_status, run_gates
     from qbench.regress.junit import write_junit
     from qbench.regress.report import console, print_report, write_markdown
 
     path = bl.baseline_path(ns.suite, ns.baselines_dir)
-    baseline = bl.read_baseline(path)
+    # without a baseline the run's own gates (deployment gap) are still checked; the missing baseline is then
+    # reported (exit 2) unless one of them failed (exit 1: a regression outranks a missing baseline)
+    missing: bl.BaselineError | None = None
+    baseline: dict[str, Any] | None = None
+    try:
+        baseline = bl.read_baseline(path)
+    except bl.BaselineError as exc:
+        if path.is_file():  # unreadable or another schema: an error, not a missing baseline
+            raise
+        missing = exc
     settings = bl.check_settings(ns.suite)
-    parent = _suite_run(ns)
-    run = bl.run_snapshot(ns.tracking_uri, parent)
-    gates = evaluate(baseline, run, settings)
+    try:
+        parent = _suite_run(ns)
+    except _run_errors():
+        if missing is not None:
+            raise missing from None
+        raise
+    run = bl.run_snapshot(ns.tracking_uri, parent, with_samples=baseline is not None)
+    if baseline is not None:
+        gates = evaluate(baseline, run, settings)
+    else:
+        gates = run_gates(run, settings)
+        if not gates and missing is not None:  # nothing the run can answer alone (no real-backend cell)
+            raise missing
     info = {"suite": ns.suite, "run": run, "baseline": baseline, "baseline_path": str(path)}
     print_report(gates, info)
     summary = ns.summary or Path("results") / "check" / ns.suite / "summary.md"
@@ -121,10 +142,13 @@ def _check(ns: argparse.Namespace) -> int:
     if ns.junit:
         write_junit(ns.junit, gates, suite=ns.suite,
                     properties={"suite_run": run["run_id"], "baseline": str(path),
-                                "baseline_run": (baseline.get("source") or {}).get("run_id") or "",
+                                "baseline_run": ((baseline or {}).get("source") or {}).get("run_id") or "",
                                 "host_id": (run.get("host") or {}).get("host_id") or ""})
         console.print(f"JUnit XML: {ns.junit}", highlight=False, markup=False, soft_wrap=True)
-    return exit_status(gates)
+    status = exit_status(gates)
+    if missing is not None and status == 0:
+        raise missing
+    return status
 
 
 # ------------------------------------------------------------------------------------------- baseline

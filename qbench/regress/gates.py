@@ -13,6 +13,11 @@ Per cell, in this order (a cell whose status gate fails gets no other gate):
 - ``memory.peak_rss_{inference,load}_mb``, ``size.{artifact,packed_model}_bytes``: a rise fails when it exceeds
   both the relative and the absolute tolerance (MB = 2**20 bytes, as qbench's memory figures).
 
+- ``deployment_gap`` (cells on real backends that record a simulation of their scheme): checks the run alone,
+  baseline or not. Fails when the deployed top-1 falls more than ``deployment_gap_pt`` points below the
+  simulation's, or agreement with the simulation is below ``min_agreement_simulated``; the detail names the likely
+  cause (:func:`qbench.measure.gap.deployment_gap`). Without a baseline it is the only gate (:func:`run_gates`).
+
 Plus one suite-level gate, ``host``: a host fingerprint (``env.host_id``: CPU model, ISA, cores, torch and
 onnxruntime versions) other than the baseline's warns, and every latency gate then warns instead of failing.
 """
@@ -27,6 +32,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 from qbench.config import CheckConfig
+from qbench.measure.gap import deployment_gap
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 OUTCOMES = (PASS, WARN, FAIL)
@@ -73,7 +79,8 @@ def format_value(value: float | str | None, unit: str) -> str:
             if abs(value) >= scale:
                 return f"{value / scale:.1f} {suffix}"
         return f"{value:.0f} B"
-    formats = {"%": "{:.2f} %", "% fp32": "{:.2f} % of FP32", "x": "{:.2f}x", "ms": "{:.3f} ms", "MB": "{:.1f} MB"}
+    formats = {"pt": "{:+.2f} pt", "%": "{:.2f} %", "% fp32": "{:.2f} % of FP32", "x": "{:.2f}x", "ms": "{:.3f} ms",
+               "MB": "{:.1f} MB"}
     return formats.get(unit, "{:.4g}").format(value)
 
 
@@ -225,6 +232,27 @@ def latency_gate(cell: str, old: dict[str, Any], new: dict[str, Any], settings: 
     return Gate(cell, name, outcome, o, n, unit, "; ".join(notes))
 
 
+# ------------------------------------------------------------------------------------- deployment gap
+def deployment_gap_gate(cell: str, old: dict[str, Any] | None, new: dict[str, Any],
+                        settings: CheckConfig) -> Gate | None:
+    """Deployed vs simulated top-1 of the run's cell (None when it has no simulation to compare with). The
+    baseline's gap, when it recorded one, is shown beside the run's but does not change the outcome: a gap is
+    wrong on its own, whatever the baseline had."""
+    inputs = new.get("deployment")
+    if not inputs:
+        return None
+    verdict = deployment_gap(inputs["metrics"], inputs["tags"], settings)
+    if not verdict.checked:
+        return None
+    before = (old or {}).get("deployment")
+    old_gap = deployment_gap(before["metrics"], before["tags"], settings).gap_pt if before else None
+    if verdict.flagged:
+        return Gate(cell, "deployment_gap", FAIL, old_gap, verdict.gap_pt, "pt", verdict.explanation)
+    return Gate(cell, "deployment_gap", PASS, old_gap, verdict.gap_pt, "pt",
+                f"{verdict.figures}; fails below -{settings.deployment_gap_pt:g} pt or "
+                f"{settings.min_agreement_simulated * 100:g} % agreement")
+
+
 # ------------------------------------------------------------------------------------ memory and size
 def _rise_gate(cell: str, name: str, old: float | None, new: float | None, pct: float, absolute: float,
                unit: str) -> Gate | None:
@@ -271,16 +299,19 @@ def _host_text(host: dict[str, Any]) -> str:
 
 
 def cell_gates(cell: str, old: dict[str, Any] | None, new: dict[str, Any] | None, settings: CheckConfig) -> list[Gate]:
-    """Every gate of one cell (only the status gate unless both sides finished)."""
+    """Every gate of one cell: the status gate, the comparisons with the baseline when both sides finished, and
+    the deployment gap of a finished run cell (baseline or not)."""
     status = status_gate(cell, old, new)
+    gap = deployment_gap_gate(cell, old, new, settings) if new is not None and new["status"] == "finished" else None
+    own = [gap] if gap is not None else []
     if old is None or new is None or old["status"] != "finished" or new["status"] != "finished":
-        return [status]
+        return [status, *own]
     same_host = old.get("host_id") is not None and old.get("host_id") == new.get("host_id")
     gates = [status, *accuracy_gates(cell, old, new, settings)]
     latency = latency_gate(cell, old, new, settings, same_host)
     if latency is not None:
         gates.append(latency)
-    return gates + resource_gates(cell, old, new, settings)
+    return gates + resource_gates(cell, old, new, settings) + own
 
 
 def evaluate(baseline: dict[str, Any], run: dict[str, Any], settings: CheckConfig) -> list[Gate]:
@@ -289,3 +320,10 @@ def evaluate(baseline: dict[str, Any], run: dict[str, Any], settings: CheckConfi
     for cell in sorted(set(baseline["cells"]) | set(run["cells"])):
         gates += cell_gates(cell, baseline["cells"].get(cell), run["cells"].get(cell), settings)
     return gates
+
+
+def run_gates(run: dict[str, Any], settings: CheckConfig) -> list[Gate]:
+    """The gates a suite run answers on its own, with no baseline: the deployment gap of every finished cell."""
+    gates = [deployment_gap_gate(name, None, cell, settings) for name, cell in sorted(run["cells"].items())
+             if cell["status"] == "finished"]
+    return [g for g in gates if g is not None]

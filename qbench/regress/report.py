@@ -32,11 +32,17 @@ def counts_line(gates: Sequence[Gate]) -> str:
 def header_lines(info: dict[str, Any]) -> list[str]:
     """What was compared: the suite run and the baseline (where from, host, versions)."""
     run, base = info["run"], info["baseline"]
-    source = base.get("source") or {}
-    host_r, host_b = run.get("host") or {}, base.get("host") or {}
+    host_r = run.get("host") or {}
+    lines = [f"suite {info['suite']}: run {run['run_id']} ({(run.get('run_status') or 'status unknown').lower()}, "
+             f"started {run.get('started_at')}, git {run.get('git_sha')}, qbench {run.get('qbench_version')})"]
+    if base is None:
+        return [*lines, f"baseline: none at {info['baseline_path']} (create one: qbench baseline update --suite "
+                        f"{info['suite']}): only the run's own gates (deployment_gap) are checked",
+                f"host: run {host_r.get('host_id')} ({host_r.get('cpu')}, {host_r.get('isa')}, "
+                f"torch {host_r.get('torch')})"]
+    source, host_b = base.get("source") or {}, base.get("host") or {}
     return [
-        f"suite {info['suite']}: run {run['run_id']} ({(run.get('run_status') or 'status unknown').lower()}, started "
-        f"{run.get('started_at')}, git {run.get('git_sha')}, qbench {run.get('qbench_version')})",
+        *lines,
         f"baseline {info['baseline_path']} (run {source.get('run_id')}, git {source.get('git_sha')}, "
         f"qbench {base.get('qbench_version')}, created {base.get('created_at')})",
         f"host: run {host_r.get('host_id')} ({host_r.get('cpu')}, torch {host_r.get('torch')}); "

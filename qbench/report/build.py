@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from qbench.config import CheckConfig
 from qbench.report import compare
 from qbench.track import query
 
@@ -44,16 +45,16 @@ def build_report(table: pd.DataFrame, meta: Mapping[str, str], out_dir: Path, ti
 
 
 def suite_table(name: str, cells: list[dict[str, Any]], run_dir: Path, parent_run_id: str | None,
-                tracking: Any) -> tuple[pd.DataFrame, dict[str, str]]:
+                tracking: Any, settings: CheckConfig | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """The comparison table of a suite run and its metadata: from MLflow when it holds every cell, else from
-    the local records."""
+    the local records. ``settings``: the suite's check thresholds (deployment-gap flags; default: defaults)."""
     if parent_run_id and tracking is not None and tracking.enabled:
         try:
             frame = query.latest_per_cell(query.cell_runs(tracking.uri, parent_run_id))
             if len(frame) >= len(cells):
                 parent = query.find_suite_run(tracking.uri, run_id=parent_run_id)
                 meta = {**compare.suite_meta(parent, tracking.uri), "source": "MLflow"}
-                return compare.comparison_table(query.with_fp32_comparisons_per_suite_run(frame)), meta
+                return compare.comparison_table(query.with_fp32_comparisons_per_suite_run(frame), settings), meta
             log.warning("MLflow holds %d of the %d cells of this suite run: the report is built from the local "
                         "records", len(frame), len(cells))
         except Exception as exc:
@@ -62,15 +63,15 @@ def suite_table(name: str, cells: list[dict[str, Any]], run_dir: Path, parent_ru
     frame = query.records_frame(cells, suite_run=parent_run_id or str(run_dir))
     meta = {"suite": name, "suite run (MLflow parent)": parent_run_id or "", "run dir": str(run_dir),
             "source": "local records"}
-    return compare.comparison_table(query.with_fp32_comparisons_per_suite_run(frame)), {
+    return compare.comparison_table(query.with_fp32_comparisons_per_suite_run(frame), settings), {
         k: v for k, v in meta.items() if v}
 
 
 def write_suite_report(name: str, cells: list[dict[str, Any]], run_dir: Path, results_dir: Path,
-                       parent_run_id: str | None, tracking: Any) -> Path | None:
+                       parent_run_id: str | None, tracking: Any, settings: CheckConfig | None = None) -> Path | None:
     """End-of-suite report; a failure is a warning, never the suite's failure. Returns the HTML path."""
     try:
-        table, meta = suite_table(name, cells, run_dir, parent_run_id, tracking)
+        table, meta = suite_table(name, cells, run_dir, parent_run_id, tracking, settings)
         out_dir = (results_dir / "reports" / name / (parent_run_id or run_dir.name)).resolve()
         files = build_report(table, meta, out_dir, title=f"qbench report: suite {name}")
     except Exception as exc:

@@ -115,6 +115,8 @@ def _print_table(table: pd.DataFrame, keys: list[str], meta: dict[str, str], fil
     console.print(compare.status_counts(table), markup=False)
     for _, row in table[table["status"] != "finished"].iterrows():
         console.print(f"  {row['status']} {row['cell']}: {row['note'] or 'no reason recorded'}", markup=False)
+    for line in compare.flagged_lines(table):
+        console.print(f"  {line}", markup=False, soft_wrap=True)
     if "speedup" in keys and (table["kernel"] == "simulated").any():
         console.print("  speed-up: none for simulated kernels (their latency is float latency + fake-quant)",
                       markup=False)

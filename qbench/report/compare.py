@@ -7,15 +7,25 @@ so CSV output carries the exact figures MLflow holds (percentages and KiB are th
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from qbench.config import CheckConfig
+from qbench.measure.gap import deployment_gap, split_row
 from qbench.track import query
+
+log = logging.getLogger("qbench.report")
+GAP_FLAG = "gap"  # the flags column's value for a cell far below its simulation (qbench.measure.gap)
+GAP_MARK = "⚠ gap"  # how terminal and HTML show it
+# the check settings that judge a row: one for every row, or one per suite name (``tags.qbench.suite``)
+Settings = CheckConfig | Callable[[str], CheckConfig] | None
 
 
 class ReportError(ValueError):
@@ -114,6 +124,38 @@ def _note(f: pd.DataFrame) -> pd.Series:
     return pd.Series(notes, index=f.index, dtype=object)
 
 
+def with_deployment_flags(frame: pd.DataFrame, settings: Settings = None) -> pd.DataFrame:
+    """Add ``deployment.flags`` (``gap`` for a flagged cell) and ``deployment.cause`` (figures, what was breached
+    and the likely cause) to an MLflow-shaped frame, judged by :func:`qbench.measure.gap.deployment_gap` with the
+    thresholds of ``settings`` (a callable gets the row's suite name, "" outside a suite)."""
+    frame = frame.copy()
+    flags, causes = [], []
+    for _, row in frame.iterrows():
+        chosen = settings(str(row.get("tags.qbench.suite") or "")) if callable(settings) else settings
+        verdict = deployment_gap(*split_row(row), chosen) if row.get("status") == "finished" else None
+        flagged = verdict is not None and verdict.flagged
+        flags.append(GAP_FLAG if flagged else "")
+        causes.append(verdict.explanation if verdict is not None and flagged else "")
+    frame["deployment.flags"] = pd.Series(flags, index=frame.index, dtype=object)
+    frame["deployment.cause"] = pd.Series(causes, index=frame.index, dtype=object)
+    return frame
+
+
+@lru_cache(maxsize=64)
+def suite_settings(suite: str) -> CheckConfig:
+    """The ``suite.check`` section of a suite's YAML (the defaults outside a suite, for a suite whose YAML is not
+    here, or whose section is invalid: then with a warning)."""
+    if not suite:
+        return CheckConfig()
+    from qbench.regress.baseline import BaselineError, check_settings
+
+    try:
+        return check_settings(suite)
+    except BaselineError as exc:
+        log.warning("deployment-gap flags use the default thresholds: %s", exc)
+        return CheckConfig()
+
+
 COLUMNS: tuple[Column, ...] = (
     Column("cell", "cell", "run name: model/scheme/backend (MLflow run name)", _text("cell")),
     Column("status", "status", "finished | failed | skipped (failed and skipped cells have no figures)",
@@ -139,6 +181,13 @@ COLUMNS: tuple[Column, ...] = (
            _metric("acc.agreement_fp32", 100), ".2f", better="high"),
     Column("gap_pt", "gap pt", "deployment gap: deployed minus simulated top-1, points (real backends only)",
            _metric("acc.gap_top1", 100), "+.2f", better="high"),
+    Column("agree_sim", "agree sim %", "share of samples whose deployed prediction equals the simulation's "
+           "(acc.agreement_simulated x 100; real backends only)", _metric("acc.agreement_simulated", 100), ".2f",
+           better="high"),
+    Column("flags", "flags", "gap: deployed top-1 more than suite.check.deployment_gap_pt (1) points below its "
+           "simulation, or agreement with it below min_agreement_simulated (98 %)", _text("deployment.flags")),
+    Column("gap_cause", "gap cause", "why a cell is flagged gap: its figures and the likely cause (ISA path, op mix)",
+           _text("deployment.cause")),
     Column("p50_ms", "p50 ms", "median batch-1 latency", _metric("latency.p50_ms"), ".3f", better="low"),
     Column("p99_ms", "p99 ms", "99th percentile batch-1 latency", _metric("latency.p99_ms"), ".3f", better="low"),
     Column("speedup", "speed-up", "FP32 p50 / p50 on the same backend in the same suite run; none for simulated "
@@ -178,18 +227,20 @@ COLUMNS: tuple[Column, ...] = (
 BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 # what fits a terminal; files get every column (model, backend and scheme are in the cell name)
 TERMINAL_COLUMNS = ("cell", "status", "kernel", "top1", "delta_fp32_pt", "acc_pct_fp32", "agree_fp32", "gap_pt",
-                    "p50_ms", "p99_ms", "speedup", "throughput", "size_kib", "compression", "rss_mb", "energy_mj",
-                    "energy_source", "gbops")
+                    "flags", "p50_ms", "p99_ms", "speedup", "throughput", "size_kib", "compression", "rss_mb",
+                    "energy_mj", "energy_source", "gbops")
 REPORT_COLUMNS = ("cell", "status", "kernel", "w_bits", "a_bits", *TERMINAL_COLUMNS[3:])
 ALL_COLUMNS = tuple(c.key for c in COLUMNS)
 
 
 # ------------------------------------------------------------------------------------------- the table
-def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
+def comparison_table(frame: pd.DataFrame, settings: Settings = None) -> pd.DataFrame:
     """The comparison table of a frame from :mod:`qbench.track.query` that already carries the FP32-relative
-    figures (``with_fp32_comparisons*``): one row per cell, every column of :data:`COLUMNS`, default order."""
+    figures (``with_fp32_comparisons*``): one row per cell, every column of :data:`COLUMNS`, default order.
+    ``settings``: the check thresholds that flag deployment gaps (see :func:`with_deployment_flags`)."""
     if frame.empty:
         return pd.DataFrame({c.key: pd.Series(dtype=float if c.numeric else object) for c in COLUMNS})
+    frame = with_deployment_flags(frame, settings)
     table = pd.DataFrame({c.key: c.get(frame).to_numpy() for c in COLUMNS})
     return default_order(table)
 
@@ -330,6 +381,8 @@ def rich_table(table: pd.DataFrame, keys: Sequence[str], title: str | None = Non
             text = format_value(BY_KEY[key], row[key]).replace("[", r"\[")
             if key == "status":
                 text = f"[{STATUS_COLORS.get(row[key], 'white')}]{text}[/]"
+            elif key == "flags" and row[key] == GAP_FLAG:
+                text = f"[bold red]{GAP_MARK}[/]"
             cells.append(text)
         out.add_row(*cells)
     return out
@@ -368,4 +421,12 @@ def load(uri: str, *, run_id: str | None = None, suite: str | None = None, exper
         meta = suite_meta(parent, uri)
         if frame.empty:
             raise query.NoRunsFound(f"run {parent.info.run_id} has no cell runs (is it a suite run?)")
-    return comparison_table(query.with_fp32_comparisons_per_suite_run(query.latest_per_cell(frame))), meta
+    # each row is judged by its own suite's check thresholds (one suite, or several with --all)
+    table = comparison_table(query.with_fp32_comparisons_per_suite_run(query.latest_per_cell(frame)), suite_settings)
+    return table, meta
+
+
+def flagged_lines(table: pd.DataFrame) -> list[str]:
+    """One line per flagged cell: ``⚠ gap cell: figures; breaches; likely cause: ...``."""
+    return [f"{GAP_MARK} {row['cell']}: {row['gap_cause']}" for _, row in table.iterrows()
+            if row.get("flags") == GAP_FLAG]

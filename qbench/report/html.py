@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from qbench.report import compare
 from qbench.report.compare import ALL_COLUMNS, BY_KEY, COLUMNS, format_value, status_counts
 from qbench.report.plots import Plot
 
@@ -19,6 +20,11 @@ NOTES = (
     "integer kernel's latency.",
     "Energy: the column next to each figure says its source — measured (rapl: CPU package, nvml: GPU board) or "
     "estimated from CPU time (estimate). Measured and estimated figures are never compared as equals.",
+    f"{compare.GAP_MARK} (flags column, highlighted rows): a cell on a real backend whose deployed top-1 falls more "
+    "than the suite's check.deployment_gap_pt (default 1) points below its simulation, or whose predictions agree with "
+    "the simulation's on fewer than check.min_agreement_simulated (default 98 %) of the samples: the backend, not "
+    "the scheme, lost that accuracy. The likely cause (int8 path on this CPU's ISA, op mix) is listed at the top "
+    "and in the gap cause column; qbench check fails the cell's deployment_gap gate.",
     "A dash means the figure does not exist for that cell (failed or skipped cell, or a metric the backend does "
     "not produce, e.g. the deployment gap of simulated or FP32 cells).",
 )
@@ -42,6 +48,8 @@ figure img { width: 100%; border: 1px solid #e3e5e8; }
 figcaption { font-size: 12.5px; color: #444; margin-top: 4px; }
 dl { font-size: 12.5px; columns: 2; } dt { font-family: monospace; font-weight: 600; } dd { margin: 0 0 6px 0; }
 .small { font-size: 12.5px; color: #444; }
+tbody tr.flagged, tbody tr.flagged:nth-child(even) { background: #fdecea; }
+.flag { color: #b42318; font-weight: 600; }
 """
 
 # set on <body> once the page has loaded: how many embedded images decoded (headless-browser checks read it)
@@ -67,9 +75,13 @@ def table_html(table: pd.DataFrame, keys: Sequence[str], table_id: str) -> str:
             text = _esc(format_value(column, row[key]))
             if key == "status":
                 cells.append(f'<td class="status status-{_esc(row[key])}">{text}</td>')
+            elif key == "flags" and row[key] == compare.GAP_FLAG:
+                cause = _esc(row.get("gap_cause", ""))
+                cells.append(f'<td class="text flag" title="{cause}">{_esc(compare.GAP_MARK)}</td>')
             else:
                 cells.append(f'<td class="{"num" if column.numeric else "text"}">{text}</td>')
-        rows.append(f'<tr class="row-{_esc(row["status"])}">{"".join(cells)}</tr>')
+        flagged = " flagged" if row.get("flags") == compare.GAP_FLAG else ""
+        rows.append(f'<tr class="row-{_esc(row["status"])}{flagged}">{"".join(cells)}</tr>')
     return (f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
@@ -81,6 +93,7 @@ def render(table: pd.DataFrame, *, keys: Sequence[str], plots: Sequence[tuple[Pl
     problems = table[table["status"] != "finished"]
     problem_items = "".join(f"<li><b>{_esc(r['cell'])}</b> {_esc(r['status'])}: {_esc(r['note'] or 'no reason')}</li>"
                             for _, r in problems.iterrows())
+    flag_items = "".join(f'<li class="flag">{_esc(line)}</li>' for line in compare.flagged_lines(table))
     figures = []
     for plot, png in plots:
         data = base64.b64encode(png).decode("ascii")
@@ -97,6 +110,7 @@ def render(table: pd.DataFrame, *, keys: Sequence[str], plots: Sequence[tuple[Pl
 <table class="meta">{meta_rows}</table>
 <p class="small" id="counts">{_esc(status_counts(table))}</p>
 {f'<ul class="small" id="problems">{problem_items}</ul>' if problem_items else ""}
+{f'<ul class="small" id="flags">{flag_items}</ul>' if flag_items else ""}
 <h2>Comparison</h2>
 {table_html(table, keys, "comparison")}
 <h2>Plots</h2>
