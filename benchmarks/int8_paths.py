@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, markdown_table, records, run_qbench, write_section  # noqa: E402
+from _common import machine_line, markdown_table, records, run_qbench, write_section
 
 FAST = ["measure=quick", "measure.energy.duration_s=0", "measure.latency.throughput_batch_size=0",
         "measure.latency.min_calls=5", "measure.latency.min_duration_s=0.05", "tracking=none", "resume=false"]

@@ -188,3 +188,21 @@ def test_avx2_kernels_full_range_loss_is_predicted_and_auto_avoids_it(run_qbench
     assert auto["tags"]["kernel"] == "int8"
     assert abs(am["acc.gap_top1"]) <= 0.01 and am["acc.agreement_fp32"] >= 0.99
     assert am["acc.top1"] >= fm["acc.top1"] + 0.01
+
+
+@needs_avx2
+def test_forced_full_range_on_avx2_kernels_is_flagged_by_summary_compare_and_check(run_qbench, tmp_path) -> None:
+    """The acceptance path on fbgemm's AVX2 kernels: a suite whose int8 cell forces u8s8 loses accuracy, and the
+    deployment-gap gate flags it in the suite summary, in `qbench compare` and in `qbench check` (exit 1)."""
+    env = {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2", "COLUMNS": "250"}
+    fast = [a for a in _FAST if a != "tracking=none"]
+    run = run_qbench("run", "-m", "model=digits_cnn", "quant=w8a8_pc", "backend=torch_int8",
+                     "backend.quantized_engine=fbgemm", "backend.int8_path=u8s8", *fast, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "⚠ gap" in run.stdout and "saturate in int16" in run.stdout
+    compare = run_qbench("compare", "--suite", "sweep", env=env)
+    assert compare.returncode == 0, compare.stdout[-2000:] + compare.stderr[-2000:]
+    assert "digits_cnn/w8a8-pc/torch_int8/u8s8" in compare.stdout and "gap" in compare.stdout
+    check = run_qbench("check", "--suite", "sweep", "--baselines-dir", str(tmp_path / "baselines"), env=env)
+    assert check.returncode == 1, check.stdout[-3000:] + check.stderr[-3000:]
+    assert "deployment_gap" in check.stdout and "int8.kernel_isa=avx2 (FBGEMM_ENABLE_INSTRUCTIONS=AVX2)" in check.stdout

@@ -33,7 +33,10 @@ MIN_INTEGER_SHARE = 0.9
 # the metrics and tags a verdict reads (snapshots and tests keep exactly these)
 METRICS = ("acc.top1", "acc.top1_simulated", "acc.gap_top1", "acc.agreement_simulated", "acc.sqnr_vs_simulated_db",
            "opmix.integer_mac_share", "opmix.integer_op_share")
-TAGS = ("kernel", "env.cpu.isa", "int8.path", "int8.path_reason", "quant.target_isa", "opmix.ops")
+TAGS = ("kernel", "env.cpu.isa", "int8.kernel_isa", "int8.path", "int8.path_reason", "quant.target_isa", "opmix.ops")
+# int8.kernel_isa (qbench/quant/int8_path.py): the ISA class the backend's kernels use, e.g. "avx2 (FBGEMM_ENABLE_
+# INSTRUCTIONS=AVX2)" on a VNNI host told to run fbgemm's AVX2 kernels
+SATURATING_KERNEL_ISAS = ("avx2", "avx512")
 _EPS = 1e-9  # a figure equal to its threshold passes
 
 
@@ -94,9 +97,16 @@ def likely_cause(metrics: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
     path = _text(tags.get("int8.path"))
     target = _text(tags.get("quant.target_isa"))
     host_vnni = bool(isa & VNNI_FLAGS)
-    if kernel in INTEGER_KERNELS and isa & X86_INT8_FLAGS and not host_vnni and path not in SAFE_INT8_PATHS:
+    kernel_isa = _text(tags.get("int8.kernel_isa"))
+    if kernel_isa:  # what the kernels ran, which can differ from the host's flags (an fbgemm ISA override)
+        saturating = kernel_isa.split(" ")[0] in SATURATING_KERNEL_ISAS
+        where = f"int8.kernel_isa={kernel_isa}"
+    else:
+        saturating = bool(isa & X86_INT8_FLAGS) and not host_vnni
+        where = f"env.cpu.isa={isa_text}"
+    if kernel in INTEGER_KERNELS and saturating and path not in SAFE_INT8_PATHS:
         what = f"int8 path {path}" if path else "int8 path not recorded (u8s8, full range, by default)"
-        text = (f"{what} on a CPU without VNNI (env.cpu.isa={isa_text}): u8×s8 pairwise products saturate in "
+        text = (f"{what} on a CPU without VNNI ({where}): u8×s8 pairwise products saturate in "
                 f"int16 — use backend.int8_path=auto or u8s8_reduce_range")
         reason = _text(tags.get("int8.path_reason"))
         causes.append(text + (f" (int8.path_reason: {reason})" if reason else ""))
