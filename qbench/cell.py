@@ -20,6 +20,7 @@ from qbench import config as qconfig
 from qbench.backends import DeployContext, Deployment, get_backend
 from qbench.config import QBenchConfig
 from qbench.data import DataSplits, load_splits
+from qbench.data.batching import as_batch, chunked
 from qbench.measure import accuracy, memory, size
 from qbench.measure.energy import measure_window, proxies, scheme_precision, window_metrics
 from qbench.measure.env import fingerprint, host_id
@@ -74,6 +75,10 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
         metrics["reference.train_top1"] = float(fp32.meta["eval_top1"])
     metrics.update(splits.notes)
     metrics["time.load_s"] = time.perf_counter() - t0
+    assert splits.contract is not None
+    tags["model.inputs"] = splits.contract.describe()
+    if not splits.has_labels:
+        tags["data.fill"] = splits.contract.fills()
     if fnmatch.fnmatch(qconfig.cell_name(cfg), cfg.debug.fault_on):
         inject_fault(cfg.debug.fault)
 
@@ -144,10 +149,16 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
 
 def _measure_speed(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, on_cuda: bool,
                    metrics: dict[str, float], tags: dict[str, str]) -> tuple[TimedSamples, float]:
-    """Latency (batch ``latency.batch_size``), throughput and the energy window; returns the raw latency
-    samples and the total seconds spent inside measurement windows."""
+    """Latency (batch ``latency.batch_size``, or the model's fixed batch), throughput and the energy window;
+    returns the raw latency samples and the total seconds spent inside measurement windows."""
     lat_cfg = cfg.measure.latency
-    prepared = deployment.prepare(splits.evaluation_inputs(lat_cfg.batch_size))
+    fixed = splits.fixed_batch
+    batch_size = fixed or lat_cfg.batch_size
+    tags["latency.batch_source"] = "model" if fixed else "config"
+    if fixed and fixed != lat_cfg.batch_size:
+        log.info("the model's batch dimension is fixed at %d: latency batch %d (not measure.latency.batch_size=%d)",
+                 fixed, fixed, lat_cfg.batch_size)
+    prepared = deployment.prepare(splits.evaluation_inputs(batch_size))
 
     def call() -> object:
         return deployment.run(prepared)
@@ -158,10 +169,13 @@ def _measure_speed(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig
     timed = measure_latency(timed_call, lat_cfg)
     windows = time.perf_counter() - t0
     metrics["time.latency_window_s"] = windows
-    metrics["latency.batch_size"] = float(lat_cfg.batch_size)
+    metrics["latency.batch_size"] = float(batch_size)
     tags["latency.timer"] = "cuda_events" if on_cuda else "perf_counter_ns"
     tags["latency.stability_metric"] = lat_cfg.stability_metric
-    if lat_cfg.throughput_batch_size > 0:
+    if lat_cfg.throughput_batch_size > 0 and fixed:
+        # the only batch the model runs is the latency batch, already measured
+        tags["throughput.skipped"] = f"the model's batch dimension is fixed at {fixed}: the latency batch"
+    elif lat_cfg.throughput_batch_size > 0:
         t0 = time.perf_counter()
         metrics.update(_throughput(deployment, splits, cfg, on_cuda))
         metrics["time.throughput_window_s"] = time.perf_counter() - t0
@@ -180,9 +194,10 @@ def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, o
                 ) -> dict[str, float]:
     """Samples/s at the throughput batch size (shorter protocol: a tenth of the calls)."""
     lat_cfg = cfg.measure.latency
-    batch = splits.evaluation_inputs(lat_cfg.throughput_batch_size)
-    prepared = deployment.prepare(batch)
+    batch_size = lat_cfg.throughput_batch_size
+    prepared = deployment.prepare(splits.evaluation_inputs(batch_size))
     short = dataclasses.replace(lat_cfg, min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
+
     def call() -> object:
         return deployment.run(prepared)
 
@@ -190,8 +205,8 @@ def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, o
     samples = measure_latency(timed_call, short).samples_ms
     p50 = float(np.median(samples))
     return {
-        "throughput.samples_per_s": len(batch) / (p50 / 1000.0),
-        "throughput.batch_size": float(len(batch)),
+        "throughput.samples_per_s": batch_size / (p50 / 1000.0),
+        "throughput.batch_size": float(batch_size),
         "throughput.p50_ms": p50,
     }
 
@@ -200,12 +215,15 @@ def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, o
 def _accuracy(deployment: Deployment, fp32: FP32Model, simulated: torch.nn.Module | None,
               splits: DataSplits, batch_size: int) -> dict[str, float]:
     """Accuracy and fidelity to FP32; on real backends also the deployment gap: the simulated model of the
-    same scheme on the same inputs, and how often deployed and simulated predictions agree."""
+    same scheme on the same inputs, and how often deployed and simulated predictions agree. A model with a
+    fixed batch runs in chunks of that batch (the last one padded, its padded outputs dropped)."""
     outputs, references, simulated_out, labels = [], [], [], []
     gap = simulated is not None and deployment.kernel != "simulated"
-    for x, y in splits.loader("evaluation", batch_size):
-        outputs.append(deployment.logits(x))
-        references.append(fp32.logits(x))
+    fixed = splits.fixed_batch
+    for *inputs, y in splits.loader("evaluation", batch_size):
+        x = as_batch(inputs)
+        outputs.append(chunked(deployment.logits, x, fixed))
+        references.append(chunked(fp32.logits, x, fixed))
         if gap:
             simulated_out.append(simulated(x))
         labels.append(y)

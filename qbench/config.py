@@ -70,8 +70,12 @@ class ModelConfig:
     resize_size: int | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
-    # onnx: sample shape (C, H, W) when the file's input has dynamic dimensions
+    # image sample shape (C, H, W), H may differ from W: overrides input_size (and the weights' crop); for
+    # onnx, the first input's shape when the file leaves dimensions symbolic
     input_shape: list[int] | None = None
+    # onnx: named inputs, {name: {shape: [...] (one sample, no batch dim), dtype, fill}}; null = what the file
+    # declares. fill (dataset=fake): normal | uniform | zeros | ones | randint:LOW:HIGH (see qbench/zoo/inputs.py)
+    inputs: Any = None
 
 
 @dataclass
@@ -338,6 +342,28 @@ def _validate_tensor(prefix: str, tq: Any, granularities: tuple[str, ...]) -> No
         raise ConfigError(f"{prefix}.percentile={tq.percentile}: must be in (50, 100]")
 
 
+def _validate_inputs(model: ModelConfig) -> None:
+    """``model.input_shape`` and ``model.inputs``: well-formed, and meaningful for the model's source."""
+    from qbench.zoo.inputs import InputError, parse_overrides
+
+    shape = model.input_shape
+    if shape is not None:
+        if len(shape) != 3 or any(v <= 0 for v in shape):
+            raise ConfigError(f"model.input_shape={list(shape)}: an image sample (C, H, W), three positive integers; "
+                              "other inputs: model.inputs")
+        channels = {"torchvision": 3, "reference": model.in_channels, "checkpoint": model.in_channels}
+        if model.source in channels and shape[0] != channels[model.source]:
+            raise ConfigError(f"model.input_shape={list(shape)}: the model takes {channels[model.source]} channels "
+                              "(model.in_channels)")
+    try:
+        overrides = parse_overrides(model.inputs)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    if overrides and model.source != "onnx":
+        raise ConfigError(f"model.inputs: names the inputs of an ONNX file (model=onnx); model.source={model.source} "
+                          "takes one image: set model.input_shape=[C,H,W]")
+
+
 def validate(cfg: DictConfig) -> QBenchConfig:
     """Check ranges and choices of a composed config; return it as typed objects or raise ConfigError."""
     from qbench import backends, data, zoo  # registries; imported late to keep config import light
@@ -352,6 +378,7 @@ def validate(cfg: DictConfig) -> QBenchConfig:
         _check_choice("model.arch", obj.model.arch, zoo.REFERENCE_ARCHS)
     if obj.model.source in ("checkpoint", "onnx") and not obj.model.path:
         raise ConfigError(f"model.path is required for model={obj.model.source} (the {obj.model.source} file)")
+    _validate_inputs(obj.model)
     _check_choice("dataset.name", obj.dataset.name, data.DATASETS)
     _check_choice("backend.name", obj.backend.name, backends.BACKENDS)
     from qbench.quant.int8_path import INT8_PATHS, TARGET_ISAS

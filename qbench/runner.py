@@ -43,10 +43,11 @@ class CellOutcome:
 def unavailable_reason(cfg: qconfig.QBenchConfig) -> str | None:
     """Why the cell's model or data cannot be loaded on this machine (missing file, no weights, a
     checkpoint that does not fit), as one line; None when both are available. Checked before any work."""
-    from qbench.data import check_dataset
+    from qbench.data import check_dataset, check_inputs_fit
     from qbench.zoo.models import check_model
 
-    return check_dataset(cfg.dataset, cfg.model, cfg.quant) or check_model(cfg.model)
+    return (check_dataset(cfg.dataset, cfg.model, cfg.quant) or check_model(cfg.model)
+            or check_inputs_fit(cfg.dataset, cfg.model))
 
 def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
     """Train the cell's reference model once (in its own spawned process, under a file lock) if needed."""

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from qbench.config import QBenchConfig
     from qbench.data import DataSplits
+    from qbench.data.batching import Batch
     from qbench.measure.opcount import LayerCount
     from qbench.quant.affine import QuantizedTensor
 
@@ -61,12 +62,13 @@ class DeployContext:
 class Deployment:
     """A deployed artifact that can run batches.
 
-    ``prepare`` converts a torch batch to the runtime's native input once (outside the timing loop),
-    ``run`` executes one inference on it, ``to_logits`` converts the output back for metrics.
+    ``prepare`` converts a torch batch (one tensor, or a tuple with one tensor per named input) to the
+    runtime's native input once (outside the timing loop), ``run`` executes one inference on it,
+    ``to_logits`` converts the model's first output back for metrics.
     """
 
     kernel: str
-    prepare: Callable[[torch.Tensor], Any]
+    prepare: Callable[[Batch], Any]
     run: Callable[[Any], Any]
     to_logits: Callable[[Any], torch.Tensor]
     artifacts: list[Path] = field(default_factory=list)
@@ -78,7 +80,7 @@ class Deployment:
     # the object that runs (torch module, ORT session), for inspection
     runtime: Any = None
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: Batch) -> torch.Tensor:
         return self.to_logits(self.run(self.prepare(x)))
 
 

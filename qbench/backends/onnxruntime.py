@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from qbench.config import QBenchConfig
+    from qbench.data.batching import Batch
 
 log = logging.getLogger("qbench.ort")
 _CALIBRATORS = {"minmax": "MinMax", "histogram": "Entropy", "percentile": "Percentile"}
@@ -92,6 +93,7 @@ class OnnxRuntimeBackend(Backend):
     def deploy(self, ctx: DeployContext) -> Deployment:
         import onnxruntime as ort
 
+        from qbench.data.batching import tensors_of
         from qbench.measure.opmix import onnx_op_mix
         from qbench.quant.simulate import fold_batchnorm, unwrap_simulated
 
@@ -133,16 +135,20 @@ class OnnxRuntimeBackend(Backend):
         tags.update(mix_tags)
         kernel = _kernel(method, cfg, mix_metrics)
         output_name = session.get_outputs()[0].name
-        input_name = session.get_inputs()[0].name
+        input_names = _input_names(ctx, [i.name for i in session.get_inputs()])
 
-        def run(x: np.ndarray) -> Any:
-            return session.run([output_name], {input_name: x})
+        def prepare(batch: Batch) -> dict[str, np.ndarray]:
+            return {name: np.ascontiguousarray(t.numpy()) for name, t in zip(input_names, tensors_of(batch),
+                                                                             strict=True)}
+
+        def run(feed: dict[str, np.ndarray]) -> Any:
+            return session.run([output_name], feed)
 
         import torch
 
         return Deployment(
             kernel=kernel,
-            prepare=lambda x: np.ascontiguousarray(x.numpy()),
+            prepare=prepare,
             run=run,
             to_logits=lambda out: torch.from_numpy(np.asarray(out[0])),
             artifacts=[deployed],
@@ -181,33 +187,44 @@ def _session(cfg: QBenchConfig, model_path: Path, workdir: Path) -> tuple[Any, P
     return session, optimized
 
 
-class _CalibrationReader:
-    """ORT's CalibrationDataReader over qbench's calibration split (same samples as the simulation)."""
+def _input_names(ctx: DeployContext, declared: list[str]) -> list[str]:
+    """The names to feed, in the contract's order: a user file's own names; qbench's exports have one input."""
+    if ctx.onnx_path is None:
+        return declared[:1]
+    assert ctx.splits.contract is not None
+    names = list(ctx.splits.contract.names)
+    missing = [n for n in names if n not in declared]
+    if missing:
+        raise RuntimeError(f"the deployed model has no input {missing[0]!r} (inputs: {', '.join(declared)})")
+    return names
 
-    def __init__(self, batches: list[np.ndarray], input_name: str) -> None:
-        self._batches = iter(batches)
-        self._input = input_name
+
+class _CalibrationReader:
+    """ORT's CalibrationDataReader over qbench's calibration split (same samples as the simulation), feeding
+    every named input; with a fixed model batch, every batch has exactly that many samples."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._feeds = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {self._input: batch}
+        return next(self._feeds, None)
 
     def rewind(self) -> None:  # part of ORT's reader protocol; calibration reads once
         raise NotImplementedError
 
 
-def _calibration_batches(ctx: DeployContext) -> list[np.ndarray]:
-    cal = ctx.cfg.quant.calibration
-    samples = min(cal.samples, len(ctx.splits.calibration))
-    return [b.numpy() for b in ctx.splits.calibration_inputs(samples, cal.batch_size)]
-
-
-def _input_name(model_path: Path) -> str:
+def _calibration_feeds(ctx: DeployContext, model_path: Path) -> list[dict[str, np.ndarray]]:
     import onnx
+
+    from qbench.data.batching import tensors_of
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
-    return next(i.name for i in graph.input if i.name not in initializers)
+    names = _input_names(ctx, [i.name for i in graph.input if i.name not in initializers])
+    cal = ctx.cfg.quant.calibration
+    samples = min(cal.samples, len(ctx.splits.calibration))
+    return [{name: t.numpy() for name, t in zip(names, tensors_of(batch), strict=True)}
+            for batch in ctx.splits.calibration_inputs(samples, cal.batch_size)]
 
 
 def constants_to_initializers(src: Path, dst: Path) -> Path:
@@ -269,7 +286,7 @@ def _quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str])
     pre = _pre_process(ctx, float_path)
     out = ctx.workdir / "model_int8.onnx"
     quantize_static(
-        str(pre), str(out), _CalibrationReader(_calibration_batches(ctx), _input_name(pre)),
+        str(pre), str(out), _CalibrationReader(_calibration_feeds(ctx, pre)),
         quant_format=QuantFormat.QDQ,
         per_channel=w.granularity == "per_channel",
         weight_type=QuantType.QUInt8 if u8_weights else QuantType.QInt8,

@@ -16,29 +16,52 @@ class DataUnavailable(Exception):
 
 
 def load_splits(dataset_cfg: Any, model_cfg: Any, need_train: bool = True) -> DataSplits:
-    """Load ``dataset_cfg`` shaped for ``model_cfg`` (channels, input size, normalisation); the training
-    split is materialised only when ``need_train`` (reference training, QAT)."""
+    """Load ``dataset_cfg`` shaped for ``model_cfg`` (its input contract: channels, H x W, normalisation,
+    named inputs for ``fake``); the training split is materialised only when ``need_train`` (reference
+    training, QAT)."""
+    from qbench.zoo.inputs import model_contract
+    from qbench.zoo.preprocess import onnx_preprocess, preprocess_for
+
     name = dataset_cfg.name
-    if name == "digits":
-        from qbench.data.digits import load_digits_splits
-
-        return load_digits_splits(dataset_cfg, model_cfg)
-    from qbench.zoo.preprocess import preprocess_for
-
-    preprocess = preprocess_for(model_cfg)
+    if name not in DATASETS:
+        raise DataUnavailable(f"dataset.name={name}: unknown; valid values: {', '.join(DATASETS)}")
+    contract = model_contract(model_cfg)
     if name == "fake":
         from qbench.data.fake import load_fake_splits
 
-        return load_fake_splits(dataset_cfg, model_cfg, preprocess)
-    if name == "imagefolder":
-        from qbench.data.imagefolder import load_imagefolder_splits
+        splits = load_fake_splits(dataset_cfg, model_cfg, contract)
+    else:  # image datasets: the model must take one image
+        preprocess = (onnx_preprocess(model_cfg, contract) if model_cfg.source == "onnx"
+                      else preprocess_for(model_cfg))
+        if name == "digits":
+            from qbench.data.digits import load_digits_splits
 
-        return load_imagefolder_splits(dataset_cfg, preprocess)
-    if name in ("cifar10", "mnist"):
-        from qbench.data.torchvision_sets import load_torchvision_splits
+            splits = load_digits_splits(dataset_cfg, preprocess.input_shape)
+        elif name == "imagefolder":
+            from qbench.data.imagefolder import load_imagefolder_splits
 
-        return load_torchvision_splits(dataset_cfg, preprocess, with_train=need_train)
-    raise DataUnavailable(f"dataset.name={name}: unknown; valid values: {', '.join(DATASETS)}")
+            splits = load_imagefolder_splits(dataset_cfg, preprocess)
+        else:
+            from qbench.data.torchvision_sets import load_torchvision_splits
+
+            splits = load_torchvision_splits(dataset_cfg, preprocess, with_train=need_train)
+    splits.contract = contract
+    return splits
+
+
+def check_inputs_fit(dataset_cfg: Any, model_cfg: Any) -> str | None:
+    """Why an image dataset cannot feed the model (an ONNX file whose inputs are not one image), or None.
+    Reads the file's input declarations only; ``fake`` fills any input."""
+    if model_cfg.source != "onnx" or dataset_cfg.name == "fake":
+        return None
+    from qbench.zoo.inputs import InputError
+    from qbench.zoo.preprocess import onnx_preprocess
+
+    try:
+        onnx_preprocess(model_cfg)
+    except InputError as exc:
+        return str(exc)
+    return None
 
 
 def check_dataset(dataset_cfg: Any, model_cfg: Any, quant_cfg: Any = None) -> str | None:
@@ -60,4 +83,4 @@ def check_dataset(dataset_cfg: Any, model_cfg: Any, quant_cfg: Any = None) -> st
     return None
 
 
-__all__ = ["DATASETS", "DataSplits", "DataUnavailable", "check_dataset", "load_splits"]
+__all__ = ["DATASETS", "DataSplits", "DataUnavailable", "check_dataset", "check_inputs_fit", "load_splits"]

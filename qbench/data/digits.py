@@ -14,8 +14,8 @@ from qbench.data.splits import DataSplits
 _PIXEL_MAX = 16.0
 
 
-def load_digits_splits(dataset_cfg, model_cfg) -> DataSplits:
-    """Stratified, seeded split into train / calibration / evaluation, resized for the model."""
+def load_digits_splits(dataset_cfg, input_shape: tuple[int, int, int]) -> DataSplits:
+    """Stratified, seeded split into train / calibration / evaluation, resized to the model's (C, H, W)."""
     digits = load_digits()
     images = digits.images.astype(np.float32) / _PIXEL_MAX
     labels = digits.target.astype(np.int64)
@@ -32,7 +32,7 @@ def load_digits_splits(dataset_cfg, model_cfg) -> DataSplits:
     train_idx, calib_idx = train_test_split(
         rest, test_size=n_calib, stratify=labels[rest], random_state=dataset_cfg.split_seed + 1
     )
-    x = _shape_for_model(torch.from_numpy(images), model_cfg.in_channels, model_cfg.input_size)
+    x = _shape_for_model(torch.from_numpy(images), input_shape)
     x = (x - dataset_cfg.mean) / dataset_cfg.std
     y = torch.from_numpy(labels)
 
@@ -49,9 +49,10 @@ def load_digits_splits(dataset_cfg, model_cfg) -> DataSplits:
     )
 
 
-def _shape_for_model(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
-    """(N, 8, 8) in [0, 1] -> (N, channels, size, size), bilinear resize, grey replicated to RGB."""
+def _shape_for_model(images: torch.Tensor, input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """(N, 8, 8) in [0, 1] -> (N, C, H, W): bilinear stretch to H x W (H may differ from W), grey replicated."""
+    channels, height, width = input_shape
     x = images.unsqueeze(1)
-    if size != x.shape[-1]:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if (height, width) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
     return x.expand(-1, channels, -1, -1).contiguous()

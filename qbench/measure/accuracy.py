@@ -1,4 +1,11 @@
-"""Accuracy of a deployed model and its fidelity to the FP32 reference, from logits."""
+"""Accuracy of a deployed model and its fidelity to the FP32 reference, from logits.
+
+The model's first output is taken as its logits. For outputs that are not one vector per sample (a text
+recogniser's [batch, steps, classes], a detector's [batch, anchors, values]) fidelity is computed over the
+last dimension: every position is one prediction (agreement of argmax, KL of softmax), SQNR over all values.
+That is a fidelity measure, not the model's task metric (no CTC decoding, no box matching); top-1/top-5 are
+only computed for [batch, classes] outputs.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +40,13 @@ def accuracy_metrics(
     logits: torch.Tensor, labels: torch.Tensor | None, fp32_logits: torch.Tensor, prefix: str = "acc"
 ) -> dict[str, float]:
     """top-1, top-5 (absent without labels), agreement of top-1 predictions with FP32, logit SQNR (dB)
-    and KL to FP32."""
-    metrics = {
-        f"{prefix}.agreement_fp32": float((logits.argmax(1) == fp32_logits.argmax(1)).float().mean()),
-        f"{prefix}.sqnr_db": sqnr_db(fp32_logits, logits),
-        f"{prefix}.kl_fp32": kl_divergence(fp32_logits, logits),
-    }
-    if labels is not None:
+    and KL to FP32 (agreement and KL over the last dimension, absent when it has one value)."""
+    metrics = {f"{prefix}.sqnr_db": sqnr_db(fp32_logits, logits)}
+    if logits.dim() >= 2 and logits.shape[-1] > 1:
+        rows, fp32_rows = logits.reshape(-1, logits.shape[-1]), fp32_logits.reshape(-1, logits.shape[-1])
+        metrics[f"{prefix}.agreement_fp32"] = float((rows.argmax(1) == fp32_rows.argmax(1)).float().mean())
+        metrics[f"{prefix}.kl_fp32"] = kl_divergence(fp32_rows, rows)
+    if labels is not None and logits.dim() == 2:
         fp32_top1 = topk_accuracy(fp32_logits, labels, 1)
         top1 = topk_accuracy(logits, labels, 1)
         metrics.update({

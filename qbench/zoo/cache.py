@@ -20,7 +20,7 @@ from qbench import paths
 TRAINING_CODE_VERSION = 1
 _DATASET_KEYS = ("name", "root", "split_seed", "calibration_size", "evaluation_size", "mean", "std")
 # what defines a reference model's weights (other model keys, e.g. preprocessing overrides, do not)
-_MODEL_KEYS = ("source", "arch", "in_channels", "input_size", "num_classes", "recipe")
+_MODEL_KEYS = ("source", "arch", "in_channels", "input_size", "num_classes", "recipe", "input_shape")
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -33,7 +33,8 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 def reference_key(model_cfg: Any, dataset_cfg: Any) -> str:
     """Cache key of a reference model: hash of model, dataset split and recipe (and code version)."""
-    model = {k: v for k, v in _plain(model_cfg).items() if k in _MODEL_KEYS}  # the name is only a label
+    # the name is only a label; an unset input_shape is left out so keys made before it existed still match
+    model = {k: v for k, v in _plain(model_cfg).items() if k in _MODEL_KEYS and (k != "input_shape" or v)}
     dataset = {k: v for k, v in _plain(dataset_cfg).items() if k in _DATASET_KEYS}
     blob = json.dumps({"model": model, "dataset": dataset, "v": TRAINING_CODE_VERSION}, sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:12]

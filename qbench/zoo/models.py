@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qbench.data.batching import Batch, tensors_of
 from qbench.data.splits import DataSplits
 
 
@@ -30,8 +31,10 @@ class FP32Model:
     onnx_path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     _session: Any = None
+    _output: str = ""
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: Batch) -> torch.Tensor:
+        """The model's first output for a batch (one tensor, or one per input in feeding order)."""
         if self.module is not None:
             with torch.inference_mode():
                 return self.module(x)
@@ -39,8 +42,11 @@ class FP32Model:
             import onnxruntime as ort
 
             self._session = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"])
-        name = self._session.get_inputs()[0].name
-        return torch.from_numpy(self._session.run(None, {name: x.numpy()})[0])
+            self._output = self._session.get_outputs()[0].name
+        # ORT lists the graph's non-initializer inputs in graph order: the contract's feeding order
+        names = [i.name for i in self._session.get_inputs()]
+        feed = {name: t.numpy() for name, t in zip(names, tensors_of(x), strict=True)}
+        return torch.from_numpy(self._session.run([self._output], feed)[0])
 
 
 # ------------------------------------------------------------------------------------------ torchvision
@@ -161,10 +167,10 @@ def check_model(cfg: Any) -> str | None:
                 return str(exc)
         else:
             try:
-                from qbench.zoo.preprocess import onnx_preprocess
+                from qbench.zoo.inputs import onnx_contract
 
-                onnx_preprocess(cfg)
-            except Exception as exc:
+                onnx_contract(cfg)
+            except Exception as exc:  # InputError, or a file onnx cannot parse
                 return str(exc).splitlines()[0]
     return None
 

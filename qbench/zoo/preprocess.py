@@ -1,13 +1,18 @@
-"""What a model expects as input: sample shape and, for image datasets, resize / crop / normalisation.
+"""What an image model expects: sample shape ``(C, H, W)`` and how images are resized, cropped, normalised.
 
 torchvision models take their weights' own transforms (``weights.transforms()``: resize, centre crop,
-mean, std); config values override them; ONNX models read the sample shape from the file.
+mean, std); config values override them (``model.input_shape=[C,H,W]`` wins over ``model.input_size``,
+and H may differ from W); ONNX models read the sample shape from the file (:mod:`qbench.zoo.inputs`).
+How images reach H x W is stated in :func:`qbench.data.transforms.to_model_input`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qbench.zoo.inputs import InputContract
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,8 +30,12 @@ class Preprocess:
 
 def _override(model_cfg: Any, size: int, resize: int | None, mean: Any, std: Any, channels: int) -> Preprocess:
     size = model_cfg.input_size or size
+    shape = (channels, size, size)
+    if model_cfg.input_shape:
+        c, h, w = (int(v) for v in model_cfg.input_shape)
+        shape = (c, h, w)
     return Preprocess(
-        input_shape=(channels, size, size),
+        input_shape=shape,
         resize_size=model_cfg.resize_size or resize,
         mean=tuple(model_cfg.mean) if model_cfg.mean else (tuple(mean) if mean else None),
         std=tuple(model_cfg.std) if model_cfg.std else (tuple(std) if std else None),
@@ -44,30 +53,21 @@ def torchvision_preprocess(model_cfg: Any) -> Preprocess:
         return _override(model_cfg, 224, 256, IMAGENET_MEAN, IMAGENET_STD, 3)
 
 
-def onnx_preprocess(model_cfg: Any) -> Preprocess:
-    """Sample shape from the ONNX file's first input (``model.input_shape`` overrides dynamic dims)."""
-    if model_cfg.input_shape:
-        c, h, w = (int(v) for v in model_cfg.input_shape)
-    else:
-        import onnx
+def onnx_preprocess(model_cfg: Any, contract: InputContract | None = None) -> Preprocess:
+    """Image preprocessing of an ONNX model whose one input is an image; raises InputError otherwise."""
+    from qbench.zoo.inputs import InputError, onnx_contract
 
-        graph = onnx.load(model_cfg.path, load_external_data=False).graph
-        initializers = {i.name for i in graph.initializer}
-        first = next(i for i in graph.input if i.name not in initializers)
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim]
-        if len(dims) != 4 or any(d is None for d in dims[1:]):
-            raise ValueError(
-                f"model.path={model_cfg.path}: input {first.name!r} has shape {dims}; set model.input_shape=[C,H,W]"
-            )
-        c, h, w = dims[1], dims[2], dims[3]
-    if h != w:
-        raise ValueError(f"model.input_shape: qbench's image pipelines use square inputs, got {h}x{w}")
-    return Preprocess((c, h, w), model_cfg.resize_size, tuple(model_cfg.mean) if model_cfg.mean else None,
+    contract = contract or onnx_contract(model_cfg)
+    shape = contract.image_shape
+    if shape is None:
+        raise InputError(f"model.path={model_cfg.path} takes {contract.describe()}, not one image (C, H, W): "
+                         "image datasets do not fit it; use dataset=fake")
+    return Preprocess(shape, model_cfg.resize_size, tuple(model_cfg.mean) if model_cfg.mean else None,
                       tuple(model_cfg.std) if model_cfg.std else None)
 
 
 def preprocess_for(model_cfg: Any) -> Preprocess:
-    """The input contract of ``model_cfg`` whatever its source."""
+    """How images are shaped for ``model_cfg`` whatever its source (ONNX: only when it takes one image)."""
     if model_cfg.source == "torchvision":
         return torchvision_preprocess(model_cfg)
     if model_cfg.source == "onnx":
