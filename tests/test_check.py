@@ -15,7 +15,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from qbench import __version__, paths
+from qbench import __version__
+from qbench.config import paths
 from qbench.regress import baseline as bl
 
 SMOKE_CELLS = {"digits_cnn/fp32/torch", "digits_cnn/w8a8-pc/torch", "digits_cnn/w4-wo-pg32/torch"}

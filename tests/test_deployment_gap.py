@@ -259,7 +259,7 @@ def test_qbench_check_exits_1_on_a_5_point_gap_naming_vnni(store: SimpleNamespac
 
 def test_qbench_check_gap_gate_with_a_baseline(store: SimpleNamespace, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
-    from qbench.regress.cli import cmd_baseline, cmd_check
+    from qbench.cli.check import cmd_baseline, cmd_check
 
     base_dir = str(tmp_path / "baselines")
     common = ["--suite", "smoke", "--tracking-uri", store.uri]
@@ -289,7 +289,7 @@ def test_qbench_check_gap_gate_with_a_baseline(store: SimpleNamespace, tmp_path:
 def test_compare_shows_the_flag_in_terminal_md_csv_and_html(store: SimpleNamespace, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture) -> None:
-    from qbench.report.cli import cmd_compare
+    from qbench.cli.compare import cmd_compare
 
     monkeypatch.chdir(store.cwd)
     monkeypatch.setenv("COLUMNS", "250")
@@ -329,8 +329,8 @@ def test_compare_shows_the_flag_in_terminal_md_csv_and_html(store: SimpleNamespa
 
 def test_suite_summary_flags_the_gap_with_its_cause(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from qbench import suite_report
-    from qbench.suite_report import print_summary, summary_frame
+    from qbench.orchestrate import console as suite_report
+    from qbench.orchestrate.console import print_summary, summary_frame
 
     monkeypatch.setattr(suite_report.console, "width", 250)
 
@@ -351,7 +351,7 @@ def test_suite_summary_flags_the_gap_with_its_cause(tmp_path: Path, capsys: pyte
 
 
 def test_a_single_cell_summary_shows_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from qbench.summary import print_cell
+    from qbench.orchestrate.cell_summary import print_cell
 
     record = _suite_records(tmp_path, broken=True)[1]
     print_cell(record)

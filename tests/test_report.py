@@ -216,7 +216,7 @@ def test_compare_csv_carries_the_exact_metrics(smoke: SimpleNamespace) -> None:
 
 def test_compare_writes_md_csv_and_html_files(smoke: SimpleNamespace, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture) -> None:
-    from qbench.report.cli import cmd_compare
+    from qbench.cli.compare import cmd_compare
 
     monkeypatch.chdir(smoke.cwd)
     for args, name in ((("--format", "md"), "table.md"), ((), "table.csv"), (("--format", "html"), "sub/r.html")):
@@ -233,7 +233,7 @@ def test_compare_writes_md_csv_and_html_files(smoke: SimpleNamespace, monkeypatc
 
 def test_compare_where_sort_and_all_runs(smoke: SimpleNamespace, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:
-    from qbench.report.cli import cmd_compare
+    from qbench.cli.compare import cmd_compare
 
     monkeypatch.chdir(smoke.cwd)
     top1 = {name: run.data.metrics["acc.top1"] for name, run in smoke.children.items()}
@@ -263,7 +263,7 @@ def test_compare_where_sort_and_all_runs(smoke: SimpleNamespace, monkeypatch: py
 def test_compare_bad_input_is_one_line_exit_2(smoke: SimpleNamespace, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture, args: tuple[str, ...],
                                               expected: str) -> None:
-    from qbench.report.cli import cmd_compare
+    from qbench.cli.compare import cmd_compare
 
     monkeypatch.chdir(smoke.cwd)
     assert cmd_compare(list(args)) == 2
@@ -366,8 +366,8 @@ def test_report_renders_in_headless_chromium(smoke: SimpleNamespace, tmp_path: P
 
 
 def test_failed_and_skipped_cells_show_their_status(smoke: SimpleNamespace) -> None:
+    from qbench.cli.compare import _print_table
     from qbench.report import compare
-    from qbench.report.cli import _print_table
     from qbench.track import query, records
 
     paths = sorted((smoke.cwd / "results" / "suites" / "smoke").glob("*/run-*/cells/*/record.json"))

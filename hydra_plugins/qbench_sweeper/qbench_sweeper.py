@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from qbench.suite import SuiteSweeper
+from qbench.orchestrate.suite import SuiteSweeper
 
 
 class QBenchSweeper(SuiteSweeper):

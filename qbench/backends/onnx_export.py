@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qbench import paths
+from qbench.config import paths
 from qbench.zoo.cache import lock_for
 
 INPUT_NAME = "input"

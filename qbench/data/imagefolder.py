@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from qbench import paths
+from qbench.config import paths
 from qbench.data.splits import DataSplits
 from qbench.data.transforms import to_model_input
 from qbench.zoo.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess

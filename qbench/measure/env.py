@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 
-from qbench import __version__, paths
+from qbench import __version__
+from qbench.config import paths
 
 INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "neon", "asimddp")
 

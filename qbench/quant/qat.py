@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from qbench import paths
-from qbench.config import TrainRecipe
+from qbench.config import TrainRecipe, paths
 from qbench.quant.simulate import quantized_layers
 from qbench.zoo.training import train
 

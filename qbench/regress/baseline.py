@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qbench import __version__, paths
-from qbench.config import CheckConfig, one_line
+from qbench import __version__
+from qbench.config import CheckConfig, one_line, paths
 from qbench.measure import gap
-from qbench.result import write_json_atomic
+from qbench.record import write_json_atomic
 
 SCHEMA_VERSION = 1
 BASELINES_ENV = "QBENCH_BASELINES_DIR"
@@ -176,7 +176,7 @@ def _most_common(values: pd.Series) -> Any:
 def run_snapshot(uri: str, parent: Any, *, with_samples: bool = True) -> dict[str, Any]:
     """Snapshot of the suite run ``parent`` (an MLflow run): one entry per cell name (the latest child run of
     each name: a resumed suite re-logs the cells it re-runs)."""
-    from qbench.suite import cell_dir
+    from qbench.orchestrate.suite import cell_dir
     from qbench.track import query
 
     frame = query.cell_runs(uri, parent.info.run_id)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from qbench.result import CellResult, write_json_atomic
+from qbench.record import CellResult, write_json_atomic
 
 RECORD_NAME = "record.json"
 SCHEMA_VERSION = 1

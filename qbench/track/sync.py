@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from qbench.config import TrackingConfig, one_line
-from qbench.result import write_json_atomic
+from qbench.record import write_json_atomic
 from qbench.track import records
 from qbench.track.mlflow_tracker import client_for, experiment_id, log_record, resolve_uri
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from qbench import paths
+from qbench.config import paths
 
 # Bump when training code changes in a way that changes the weights (invalidates cached models).
 TRAINING_CODE_VERSION = 1

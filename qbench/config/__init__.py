@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from qbench import paths
+from qbench.config import paths
 
 BIT_RANGE = range(2, 17)
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from qbench import config as qconfig
-from qbench import paths
+from qbench.config import paths
 
 qconfig.register_configs()
 
@@ -21,8 +21,8 @@ exit_status = 0
 def task(cfg: DictConfig) -> object:
     """One Hydra job = one cell."""
     global exit_status
-    from qbench.runner import run_cell_job
-    from qbench.summary import print_cell
+    from qbench.orchestrate.cell_summary import print_cell
+    from qbench.orchestrate.runner import run_cell_job
 
     if cfg.suite.run_dir:
         return suite_task(cfg)
@@ -45,8 +45,8 @@ def task(cfg: DictConfig) -> object:
 def suite_task(cfg: DictConfig) -> object:
     """A cell launched by the suite sweeper (in this process or in a launcher's worker): it goes to the
     suite run's directory, attaches to the parent run, and is reused if it already finished there."""
-    from qbench.runner import CellOutcome, run_cell_job
-    from qbench.suite import cell_dir, finished_record
+    from qbench.orchestrate.runner import CellOutcome, run_cell_job
+    from qbench.orchestrate.suite import cell_dir, finished_record
 
     run_dir = Path(cfg.suite.run_dir)
     name, cell_hash = qconfig.cell_name(cfg), qconfig.cell_hash(cfg)

@@ -23,9 +23,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from qbench import config as qconfig
-from qbench.result import CellResult
-from qbench.threads import worker_env
+from qbench.record import CellResult
 from qbench.track import records
+from qbench.worker.threads import worker_env
 
 log = logging.getLogger("qbench")
 

@@ -13,8 +13,9 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from qbench import __version__, paths
+from qbench import __version__
 from qbench import config as qconfig
+from qbench.config import paths
 
 # flags Hydra takes that mean "do not run the task" (help, info, print config)
 _HYDRA_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--version",
@@ -88,7 +89,7 @@ def preflight(args: list[str]) -> None:
     except qconfig.ConfigError as exc:
         raise UsageError(str(exc)) from None
     from qbench.backends import get_backend
-    from qbench.runner import unavailable_reason
+    from qbench.orchestrate.runner import unavailable_reason
 
     missing = unavailable_reason(cfg)
     if missing:
@@ -104,7 +105,7 @@ def cmd_run(args: list[str]) -> int:
             preflight(args)
         except UsageError as exc:
             return _fail(str(exc))
-    from qbench import app
+    from qbench.orchestrate import app
 
     sys.argv = ["qbench run", *args]
     app.exit_status = 0
@@ -151,10 +152,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "run": (cmd_run, "run one cell, or a suite with +suite=NAME (arguments are Hydra overrides)"),
     "ls": (cmd_ls, "list config groups and their options"),
     "sync": (_lazy("qbench.track.sync", "cmd_sync"), "upload local records that did not reach MLflow (exactly once)"),
-    "compare": (_lazy("qbench.report.cli", "cmd_compare"), "compare suite cells from MLflow (table, md, csv, html)"),
-    "ui": (_lazy("qbench.report.cli", "cmd_ui"), "serve the MLflow UI for the local store on 127.0.0.1"),
-    "check": (_lazy("qbench.regress.cli", "cmd_check"), "compare a suite run with its baseline (exit 1: regression)"),
-    "baseline": (_lazy("qbench.regress.cli", "cmd_baseline"), "write (update) or show a suite's regression baseline"),
+    "compare": (_lazy("qbench.cli.compare", "cmd_compare"), "compare suite cells from MLflow (table, md, csv, html)"),
+    "ui": (_lazy("qbench.cli.compare", "cmd_ui"), "serve the MLflow UI for the local store on 127.0.0.1"),
+    "check": (_lazy("qbench.cli.check", "cmd_check"), "compare a suite run with its baseline (exit 1: regression)"),
+    "baseline": (_lazy("qbench.cli.check", "cmd_baseline"), "write (update) or show a suite's regression baseline"),
 }
 
 

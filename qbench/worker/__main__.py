@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from qbench import config as qconfig
-from qbench.result import CellResult, write_json_atomic
+from qbench.record import CellResult, write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         cfg = qconfig.validate(cfg_node)
-        from qbench.cell import run_cell
+        from qbench.worker.pipeline import run_cell
 
         result = run_cell(cfg, workdir, cell_hash)
     except Exception as exc:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prepare(cfg_node) -> int:
     """One-time work shared by cells: train and cache the reference model (progress on the terminal)."""
-    from qbench.threads import apply_threads, resolve_threads
+    from qbench.worker.threads import apply_threads, resolve_threads
     from qbench.zoo.reference import load_reference
 
     cfg = qconfig.validate(cfg_node)

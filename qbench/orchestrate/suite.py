@@ -30,7 +30,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qbench import config as qconfig
-from qbench.result import CellResult, write_json_atomic
+from qbench.record import CellResult, write_json_atomic
 from qbench.track import records
 
 log = logging.getLogger("qbench.suite")
@@ -175,7 +175,7 @@ class SuiteSweeper(Sweeper):
             cfg = qconfig.validate(node)
         except qconfig.ConfigError as exc:
             raise qconfig.ConfigError(f"{' '.join(overrides)}: {exc}") from None
-        from qbench.runner import unavailable_reason
+        from qbench.orchestrate.runner import unavailable_reason
 
         missing = unavailable_reason(cfg)
         if missing:
@@ -201,8 +201,8 @@ class SuiteSweeper(Sweeper):
 
     # -- running
     def sweep(self, arguments: list[str]) -> Any:
-        from qbench import app
-        from qbench.suite_report import finish_suite, progress_for
+        from qbench.orchestrate import app
+        from qbench.orchestrate.console import finish_suite, progress_for
 
         assert self.config is not None
         name = self.config.suite.name or "sweep"
@@ -213,7 +213,7 @@ class SuiteSweeper(Sweeper):
             app.exit_status = 2
             return []
         if self.config.suite.dry_run:
-            from qbench.suite_report import print_plan
+            from qbench.orchestrate.console import print_plan
 
             print_plan(name, planned)
             return []
@@ -233,7 +233,7 @@ class SuiteSweeper(Sweeper):
             (done if record is not None else todo).append((cell, record))
         skipped = [c for c, _ in todo if c.skip_reason]
         runnable = [c for c, _ in todo if not c.skip_reason]
-        from qbench.suite_report import console
+        from qbench.orchestrate.console import console
 
         console.print(f"suite {name}: {len(planned)} cells ({len(done)} already finished in this suite run, "
                       f"{len(skipped)} skipped as unsupported, {len(runnable)} to run)")
@@ -294,7 +294,7 @@ def _context_overrides(run_dir: Path, parent_run_id: str | None, parallel_jobs: 
 
 def _prepare_shared(cells: list[PlannedCell]) -> None:
     """Train every reference model the suite needs once, before the cells (which then only load it)."""
-    from qbench.runner import ensure_reference_model
+    from qbench.orchestrate.runner import ensure_reference_model
 
     seen: set[str] = set()
     for cell in cells:
@@ -319,7 +319,7 @@ def _record_skipped(cell: PlannedCell, run_dir: Path, suite: str, parent_run_id:
 def _record_without_worker(cell: PlannedCell, run_dir: Path, suite: str, parent_run_id: str | None, status: str,
                            error: str) -> None:
     """Record (locally, then in MLflow) a cell that no worker ran: skipped, or lost by the launcher."""
-    from qbench.runner import track
+    from qbench.orchestrate.runner import track
 
     directory = cell_dir(run_dir, cell.name, cell.cell_hash)
     result = CellResult(status=status, cell=cell.name, cell_hash=cell.cell_hash, error=error,

@@ -20,7 +20,7 @@ from qbench.measure.gap import deployment_gap
 from qbench.track import records
 
 if TYPE_CHECKING:
-    from qbench.suite import PlannedCell
+    from qbench.orchestrate.suite import PlannedCell
 
 log = logging.getLogger("qbench.suite")
 GAP_MARK = "⚠ gap"  # a real-backend cell far below its simulation (qbench.measure.gap)
@@ -71,7 +71,7 @@ def print_plan(name: str, planned: list[PlannedCell]) -> None:
 # ------------------------------------------------------------------------------------------- summary
 def collect(planned: list[PlannedCell], run_dir: Path) -> list[dict[str, Any]]:
     """The record of every planned cell in this suite run (a missing one counts as failed)."""
-    from qbench.suite import cell_dir
+    from qbench.orchestrate.suite import cell_dir
 
     out = []
     for cell in planned:

@@ -33,8 +33,8 @@ from qbench.measure.latency import (
 )
 from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import quantized_layers, weight_tensors
-from qbench.result import CellResult
-from qbench.threads import apply_threads, resolve_threads
+from qbench.record import CellResult
+from qbench.worker.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
 from qbench.zoo.models import FP32Model, load_fp32
 
