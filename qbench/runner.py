@@ -52,7 +52,9 @@ def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
     """Train the cell's reference model once (in its own spawned process, under a file lock) if needed."""
     from qbench.zoo import cache
 
-    if cfg.model.source != "reference" or cache.is_cached(cfg.model, cfg.dataset):
+    if cfg.model.source != "reference":
+        return
+    if cache.is_cached(cfg.model, cfg.dataset) and not qconfig.fault_injected(cfg, "prepare"):
         return
     log.info("reference model %s is not cached yet: training it once (%s)", cfg.model.name, cache.reference_dir(
         cfg.model, cfg.dataset))

@@ -56,6 +56,8 @@ def _prepare(cfg_node) -> int:
     from qbench.zoo.reference import load_reference
 
     cfg = qconfig.validate(cfg_node)
+    if qconfig.fault_injected(cfg, "prepare"):
+        raise RuntimeError("injected fault (debug.fault=prepare)")
     apply_threads(*resolve_threads(cfg))
     _, meta = load_reference(cfg.model, cfg.dataset, show_progress=True)
     logging.getLogger("qbench").info(

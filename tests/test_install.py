@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 # what a build reads; copied so the build leaves no build/ or egg-info in the checkout (an egg-info on
 # PYTHONPATH would be a second qbench distribution)

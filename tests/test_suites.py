@@ -98,6 +98,30 @@ def test_a_hard_crash_is_recorded_and_the_suite_goes_on(run_qbench, tmp_path) ->
     assert "1 failed" in out.stdout
 
 
+
+def test_a_reference_model_that_fails_to_train_fails_its_cells_and_the_suite_goes_on(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke", "model=digits_cnn,resnet18", "quant=fp32,w8a8_pc", "debug.fault=prepare",
+                     "debug.fault_on=resnet18/*")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    records = _suite_records(tmp_path, "smoke")
+    assert len(records) == 4
+    for scheme in ("fp32", "w8a8-pc"):
+        assert records[f"digits_cnn/{scheme}/torch"]["status"] == "finished"
+        failed = records[f"resnet18/{scheme}/torch"]
+        assert failed["status"] == "failed"
+        assert failed["error"] == "reference model: training the reference model resnet18 failed (exit 1)"
+    (state_path,) = tmp_path.glob("results/suites/smoke/*/state.json")
+    assert json.loads(state_path.read_text())["status"] == "complete"
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("qbench").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("qbench.role") == "suite"]
+    assert parent.info.status == "FAILED"  # closed, with a failed cell
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == sorted(records)
+
 def test_a_hanging_cell_times_out(run_qbench, tmp_path) -> None:
     out = run_qbench("run", "+suite=smoke", "quant=w4_wo", "debug.fault=hang", "debug.fault_on=*w4*",
                      "measure.timeout_s=20", "tracking=none")
