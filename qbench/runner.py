@@ -7,8 +7,6 @@ fork, so peak RSS, thread pools and crashes cannot leak between cells.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -24,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qbench import config as qconfig
 from qbench.result import CellResult
-from qbench.threads import worker_env
+from qbench.threads import PARENT_PID_ENV, worker_env
 from qbench.track import records
 
 log = logging.getLogger("qbench")
@@ -65,13 +63,9 @@ def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- worker
 def _worker_env(cfg: qconfig.QBenchConfig) -> dict[str, str]:
-    return worker_env(cfg, dict(os.environ))
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the orchestrator dies (kill -9 must not leave a measuring orphan)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # the worker ties its life to this process itself (qbench.worker.die_with_parent): a preexec_fn doing it
+    # in the forked child is unsafe while this process runs threads (the progress display, MLflow)
+    return {**worker_env(cfg, dict(os.environ)), PARENT_PID_ENV: str(os.getpid())}
 
 
 def spawn_worker(
@@ -87,7 +81,6 @@ def spawn_worker(
         proc = subprocess.Popen(
             [sys.executable, "-m", "qbench.worker", str(cell_dir)],
             stdout=log_file, stderr=subprocess.STDOUT, env=_worker_env(cfg),
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + timeout
         error = None

@@ -3,6 +3,7 @@ one MLflow parent run with a child per cell."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -160,3 +161,73 @@ def test_kill_9_midway_then_resume_runs_only_missing_cells(qbench_cache, tmp_pat
     assert len(after) == 4 and all(r["status"] == "finished" for r in after.values())
     for name, mtime in mtimes.items():  # finished cells were not run again
         assert os.stat(after[name]["_path"]).st_mtime_ns == mtime
+
+
+# ---------------------------------------------------------------------------- a worker dies with its orchestrator
+def test_the_worker_is_spawned_without_a_preexec_fn(compose, tmp_path, monkeypatch) -> None:
+    """A preexec_fn runs Python in the forked child, which is unsafe while the orchestrator runs threads: the
+    worker is told its orchestrator's pid and ties its life to it itself."""
+    from qbench import config as qconfig
+    from qbench import runner
+
+    seen: dict = {}
+
+    class FakeWorker:
+        returncode = 0
+
+        def poll(self) -> int:
+            return 0
+
+    def popen(args: list[str], **kwargs: object) -> object:
+        seen.update(kwargs)
+        return FakeWorker()
+
+    cfg = qconfig.validate(compose("measure=quick"))
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    result = runner.spawn_worker(cfg, tmp_path, "0" * 16)
+    assert result.status == "failed"  # the fake wrote no result
+    assert seen.get("preexec_fn") is None
+    assert seen["env"]["QBENCH_PARENT_PID"] == str(os.getpid())
+
+
+def test_the_worker_dies_when_its_orchestrator_is_killed(qbench_cache, tmp_path) -> None:
+    import psutil
+
+    env = {**os.environ, "QBENCH_CACHE": str(qbench_cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "qbench", "run", "debug.fault=hang", "measure=quick",
+                             "tracking=none"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # until the worker is past its start-up, hanging in the cell
+            logs = list(tmp_path.glob("results/runs/*/worker.log"))
+            if logs and "loading data" in logs[0].read_text():
+                break
+            assert proc.poll() is None, "qbench run ended before the worker hung"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the worker did not start in time")
+        (worker,) = [p for p in psutil.Process(proc.pid).children() if "qbench.worker" in " ".join(p.cmdline())]
+        os.kill(proc.pid, signal.SIGKILL)  # the orchestrator only, not its process group
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if worker.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the worker outlived its orchestrator")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_worker_whose_orchestrator_is_already_gone_exits_at_once(tmp_path) -> None:
+    """The orchestrator died between spawning the worker and the worker asking for its death signal."""
+    env = {**os.environ, "QBENCH_PARENT_PID": str(os.getppid())}  # not the worker's parent (this process)
+    out = subprocess.run([sys.executable, "-m", "qbench.worker", str(tmp_path / "cell")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3 and "is gone" in out.stderr, out.stderr[-2000:]
