@@ -21,6 +21,10 @@ from qbench.config import TrainRecipe
 from qbench.quant.simulate import quantized_layers
 from qbench.zoo.training import train
 
+# Bump when QAT code changes what it trains (invalidates cached QAT models), like the reference models'
+# qbench.zoo.cache.TRAINING_CODE_VERSION (which the reference key of a QAT model already covers).
+QAT_CODE_VERSION = 1
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -51,7 +55,7 @@ def cached_qat(model: nn.Module, splits: DataSplits, quant: QuantConfig, referen
     from qbench.zoo.cache import lock_for
 
     scheme = hashlib.sha256(json.dumps(asdict(quant), sort_keys=True).encode()).hexdigest()[:12]
-    path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}.pt"
+    path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}-v{QAT_CODE_VERSION}.pt"
     with lock_for(path.with_suffix("")):
         if path.is_file():
             # qbench's own cache file (a pickled module with its QuantizedTensors), not user input
