@@ -80,6 +80,18 @@ def test_imagefolder_missing_root_is_a_usage_error(run_qbench, tmp_path) -> None
     _assert_usage_error(out, "does not exist (expected class sub-folders of images)", tmp_path)
 
 
+
+def test_reference_model_on_imagefolder_fails_preflight(run_qbench, tmp_path, image_folder) -> None:
+    """Reference models train on the dataset's training split, which an image folder does not have: a usage
+    error before any work, for one cell and for a suite (the folder itself is valid)."""
+    expected = ("model=resnet18 is a reference model that qbench trains on the dataset's training split, and "
+                "dataset.name=imagefolder has none")
+    data = ("model=resnet18", "dataset=imagefolder", f"dataset.root={image_folder}", "dataset.split=val")
+    _assert_usage_error(run_qbench("run", *data, *QUICK), expected, tmp_path)
+    suite = run_qbench("run", "+suite=smoke", *data, "tracking=none")
+    assert suite.returncode == 2 and expected in suite.stdout + suite.stderr, suite.stdout[-2000:]
+    assert not list(tmp_path.glob("results/suites/*/*/run-*/cells/*/record.json"))
+
 # ------------------------------------------------------------------------------------------------ CIFAR-10
 def _write_cifar(root: Path, per_batch: int = 12) -> None:
     rng = np.random.default_rng(1)

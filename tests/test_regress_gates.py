@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from xml.etree import ElementTree as ET
 
@@ -306,3 +307,29 @@ def test_check_settings_and_baseline_location_follow_the_suite_yaml(tmp_path: Pa
     monkeypatch.delenv(bl.BASELINES_ENV)
     with pytest.raises(bl.BaselineError, match="unknown suite 'nope'"):
         bl.baseline_path("nope")
+
+
+def test_snapshot_finds_the_fp32_cell_of_a_speedup_by_identity_not_by_its_p50(monkeypatch) -> None:
+    """Two FP32 cells with the same p50, one unstable: each quantized cell is flagged by its own reference."""
+    import pandas as pd
+
+    from qbench.track import query
+
+    def row(cell: str, backend: str, method: str, p50: float, unstable: bool, kernel: str) -> dict[str, Any]:
+        return {"cell": cell, "run_id": cell, "status": "finished", "kernel": kernel, "params.quant.method": method,
+                "params.model.name": "digits_cnn", "params.backend.name": backend, "metrics.acc.top1": 0.98,
+                "metrics.latency.p50_ms": p50, "tags.latency.unstable": "true" if unstable else "false"}
+
+    frame = pd.DataFrame([
+        row("digits_cnn/fp32/onnxruntime", "onnxruntime", "none", 0.3, False, "fp32"),
+        row("digits_cnn/fp32/torch_int8", "torch_int8", "none", 0.3, True, "fp32"),
+        row("digits_cnn/w8a8-pc/onnxruntime", "onnxruntime", "ptq", 0.2, False, "int8"),
+        row("digits_cnn/w8a8-pc/torch_int8", "torch_int8", "ptq", 0.2, False, "int8"),
+    ])
+    monkeypatch.setattr(query, "cell_runs", lambda uri, run_id: frame)
+    parent = SimpleNamespace(info=SimpleNamespace(run_id="parent", status="FINISHED"),
+                             data=SimpleNamespace(tags={"qbench.suite": "s", "qbench.cells": "4"}))
+    cells = bl.run_snapshot("sqlite:///unused.db", parent, with_samples=False)["cells"]
+    assert cells["digits_cnn/w8a8-pc/onnxruntime"]["latency"]["fp32_unstable"] is False
+    assert cells["digits_cnn/w8a8-pc/torch_int8"]["latency"]["fp32_unstable"] is True
+    assert cells["digits_cnn/w8a8-pc/torch_int8"]["latency"]["speedup"] == pytest.approx(1.5)

@@ -93,3 +93,24 @@ def test_excluded_layers_stay_float(compose, reference_models) -> None:
     sim, _ = apply_scheme(reference_models["resnet18"], cfg.quant, load_splits(cfg.dataset, cfg.model))
     names = {layer.name for layer in quantized_layers(sim)}
     assert "conv1" not in names and "fc" not in names and "layer1.0.conv1" in names
+
+
+def test_cached_qat_models_are_keyed_by_the_qat_code_version(compose, tmp_path, monkeypatch) -> None:
+    """Like reference models: a QAT model trained by older QAT code is not reused after the code changes."""
+    from qbench.quant import qat
+
+    monkeypatch.setenv("QBENCH_CACHE", str(tmp_path / "cache"))
+    trained: list[int] = []
+
+    def fake_training(model: nn.Module, splits: object, quant: object, seed: int = 0) -> dict[str, float]:
+        trained.append(1)
+        return {"qat.train_time_s": 0.0}
+
+    monkeypatch.setattr(qat, "quantization_aware_training", fake_training)
+    quant = qconfig.validate(compose("quant=qat_w8a8_pc")).quant
+    model = nn.Linear(4, 2)
+    assert qat.cached_qat(model, None, quant, "ref-key")[1]["qat.cached"] == 0.0
+    assert qat.cached_qat(model, None, quant, "ref-key")[1]["qat.cached"] == 1.0
+    monkeypatch.setattr(qat, "QAT_CODE_VERSION", qat.QAT_CODE_VERSION + 1)
+    assert qat.cached_qat(model, None, quant, "ref-key")[1]["qat.cached"] == 0.0
+    assert len(trained) == 2

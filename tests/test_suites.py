@@ -3,6 +3,7 @@ one MLflow parent run with a child per cell."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -98,6 +99,30 @@ def test_a_hard_crash_is_recorded_and_the_suite_goes_on(run_qbench, tmp_path) ->
     assert "1 failed" in out.stdout
 
 
+
+def test_a_reference_model_that_fails_to_train_fails_its_cells_and_the_suite_goes_on(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke", "model=digits_cnn,resnet18", "quant=fp32,w8a8_pc", "debug.fault=prepare",
+                     "debug.fault_on=resnet18/*")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    records = _suite_records(tmp_path, "smoke")
+    assert len(records) == 4
+    for scheme in ("fp32", "w8a8-pc"):
+        assert records[f"digits_cnn/{scheme}/torch"]["status"] == "finished"
+        failed = records[f"resnet18/{scheme}/torch"]
+        assert failed["status"] == "failed"
+        assert failed["error"] == "reference model: training the reference model resnet18 failed (exit 1)"
+    (state_path,) = tmp_path.glob("results/suites/smoke/*/state.json")
+    assert json.loads(state_path.read_text())["status"] == "complete"
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/results/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("qbench").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("qbench.role") == "suite"]
+    assert parent.info.status == "FAILED"  # closed, with a failed cell
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == sorted(records)
+
 def test_a_hanging_cell_times_out(run_qbench, tmp_path) -> None:
     out = run_qbench("run", "+suite=smoke", "quant=w4_wo", "debug.fault=hang", "debug.fault_on=*w4*",
                      "measure.timeout_s=20", "tracking=none")
@@ -136,3 +161,73 @@ def test_kill_9_midway_then_resume_runs_only_missing_cells(qbench_cache, tmp_pat
     assert len(after) == 4 and all(r["status"] == "finished" for r in after.values())
     for name, mtime in mtimes.items():  # finished cells were not run again
         assert os.stat(after[name]["_path"]).st_mtime_ns == mtime
+
+
+# ---------------------------------------------------------------------------- a worker dies with its orchestrator
+def test_the_worker_is_spawned_without_a_preexec_fn(compose, tmp_path, monkeypatch) -> None:
+    """A preexec_fn runs Python in the forked child, which is unsafe while the orchestrator runs threads: the
+    worker is told its orchestrator's pid and ties its life to it itself."""
+    from qbench import config as qconfig
+    from qbench import runner
+
+    seen: dict = {}
+
+    class FakeWorker:
+        returncode = 0
+
+        def poll(self) -> int:
+            return 0
+
+    def popen(args: list[str], **kwargs: object) -> object:
+        seen.update(kwargs)
+        return FakeWorker()
+
+    cfg = qconfig.validate(compose("measure=quick"))
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    result = runner.spawn_worker(cfg, tmp_path, "0" * 16)
+    assert result.status == "failed"  # the fake wrote no result
+    assert seen.get("preexec_fn") is None
+    assert seen["env"]["QBENCH_PARENT_PID"] == str(os.getpid())
+
+
+def test_the_worker_dies_when_its_orchestrator_is_killed(qbench_cache, tmp_path) -> None:
+    import psutil
+
+    env = {**os.environ, "QBENCH_CACHE": str(qbench_cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "qbench", "run", "debug.fault=hang", "measure=quick",
+                             "tracking=none"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # until the worker is past its start-up, hanging in the cell
+            logs = list(tmp_path.glob("results/runs/*/worker.log"))
+            if logs and "loading data" in logs[0].read_text():
+                break
+            assert proc.poll() is None, "qbench run ended before the worker hung"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the worker did not start in time")
+        (worker,) = [p for p in psutil.Process(proc.pid).children() if "qbench.worker" in " ".join(p.cmdline())]
+        os.kill(proc.pid, signal.SIGKILL)  # the orchestrator only, not its process group
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if worker.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the worker outlived its orchestrator")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_worker_whose_orchestrator_is_already_gone_exits_at_once(tmp_path) -> None:
+    """The orchestrator died between spawning the worker and the worker asking for its death signal."""
+    env = {**os.environ, "QBENCH_PARENT_PID": str(os.getppid())}  # not the worker's parent (this process)
+    out = subprocess.run([sys.executable, "-m", "qbench.worker", str(tmp_path / "cell")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3 and "is gone" in out.stderr, out.stderr[-2000:]

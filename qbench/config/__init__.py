@@ -7,6 +7,7 @@ fails at composition time, and :func:`validate` checks ranges and choices before
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_channel")
 OBSERVERS = ("minmax", "percentile", "mse", "histogram")
 METHODS = ("none", "ptq", "dynamic", "weight_only", "qat")
-FAULTS = ("none", "raise", "abort", "hang")
+FAULTS = ("none", "raise", "abort", "hang", "prepare")
 
 
 class ConfigError(ValueError):
@@ -266,8 +267,8 @@ class SuiteConfig:
 
 @dataclass
 class DebugConfig:
-    # test-only fault injection inside the cell's worker: none | raise | abort | hang,
-    # for the cells whose name matches fault_on (fnmatch pattern)
+    # test-only fault injection inside the cell's worker: none | raise | abort | hang, or prepare (training the
+    # cell's reference model fails, even when it is cached), for the cells whose name matches fault_on (fnmatch)
     fault: str = "none"
     fault_on: str = "*"
 
@@ -413,6 +414,11 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     _check_choice("debug.fault", obj.debug.fault, FAULTS)
     return obj
 
+
+
+def fault_injected(cfg: QBenchConfig | DictConfig, fault: str) -> bool:
+    """Test-only: whether ``debug.fault`` is ``fault`` for this cell (its name matches ``debug.fault_on``)."""
+    return cfg.debug.fault == fault and fnmatch.fnmatch(cell_name(cfg), cfg.debug.fault_on)
 
 def one_line(exc: BaseException) -> str:
     """Condense an OmegaConf/Hydra error chain to one line: the outer message, the root cause, the key."""

@@ -64,10 +64,18 @@ def check_inputs_fit(dataset_cfg: Any, model_cfg: Any) -> str | None:
     return None
 
 
+# datasets with a training split (what reference models are trained on and QAT fine-tunes on)
+WITH_TRAINING_SPLIT = ("digits", "cifar10", "mnist")
+
+
 def check_dataset(dataset_cfg: Any, model_cfg: Any, quant_cfg: Any = None) -> str | None:
     """Why the data of ``dataset_cfg`` cannot be loaded here (one line), or None. Cheap: no decoding."""
     name = dataset_cfg.name
-    if quant_cfg is not None and quant_cfg.method == "qat" and name in ("imagefolder", "fake"):
+    # what the config asks of the data comes first: the per-dataset checks below return on their own
+    if model_cfg.source == "reference" and name not in WITH_TRAINING_SPLIT:
+        return (f"model={model_cfg.name} is a reference model that qbench trains on the dataset's training split, "
+                f"and dataset.name={name} has none: use model=tv, checkpoint or onnx")
+    if quant_cfg is not None and quant_cfg.method == "qat" and name not in WITH_TRAINING_SPLIT:
         return f"quant.method=qat fine-tunes on a training split, and dataset.name={name} has none"
     if name == "imagefolder":
         from qbench.data.imagefolder import check_imagefolder
@@ -77,9 +85,6 @@ def check_dataset(dataset_cfg: Any, model_cfg: Any, quant_cfg: Any = None) -> st
         from qbench.data.torchvision_sets import check_torchvision_set
 
         return check_torchvision_set(dataset_cfg)
-    if model_cfg.source == "reference" and name not in ("digits", "cifar10", "mnist"):
-        return (f"model={model_cfg.name} is a reference model that qbench trains on the dataset's training split, "
-                f"and dataset.name={name} has none: use model=tv, checkpoint or onnx")
     return None
 
 

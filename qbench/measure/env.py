@@ -56,7 +56,11 @@ def _version(package: str) -> str:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
-    """Commit of the qbench source tree (``+dirty`` when it has uncommitted changes), or ``unknown``."""
+    """Commit of the qbench source tree (``+dirty`` when it has uncommitted changes): the checkout's, or for a
+    regular install the one its wheel was built from; ``unknown`` when neither is known."""
+    if paths.PROJECT_DIR is None or not (paths.PROJECT_DIR / ".git").exists():
+        # not a checkout (a wheel in site-packages, maybe inside the user's own repository): never ask git
+        return paths.build_info().get("git_sha") or "unknown"
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=paths.PROJECT_DIR, capture_output=True, text=True, timeout=5

@@ -7,8 +7,6 @@ fork, so peak RSS, thread pools and crashes cannot leak between cells.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -24,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from qbench import config as qconfig
 from qbench.record import CellResult
+from qbench.worker.threads import PARENT_PID_ENV, worker_env
 from qbench.track import records
-from qbench.worker.threads import worker_env
 
 log = logging.getLogger("qbench")
 
@@ -53,7 +51,9 @@ def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
     """Train the cell's reference model once (in its own spawned process, under a file lock) if needed."""
     from qbench.zoo import cache
 
-    if cfg.model.source != "reference" or cache.is_cached(cfg.model, cfg.dataset):
+    if cfg.model.source != "reference":
+        return
+    if cache.is_cached(cfg.model, cfg.dataset) and not qconfig.fault_injected(cfg, "prepare"):
         return
     log.info("reference model %s is not cached yet: training it once (%s)", cfg.model.name, cache.reference_dir(
         cfg.model, cfg.dataset))
@@ -64,13 +64,9 @@ def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- worker
 def _worker_env(cfg: qconfig.QBenchConfig) -> dict[str, str]:
-    return worker_env(cfg, dict(os.environ))
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the orchestrator dies (kill -9 must not leave a measuring orphan)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    # the worker ties its life to this process itself (qbench.worker.die_with_parent): a preexec_fn doing it
+    # in the forked child is unsafe while this process runs threads (the progress display, MLflow)
+    return {**worker_env(cfg, dict(os.environ)), PARENT_PID_ENV: str(os.getpid())}
 
 
 def spawn_worker(
@@ -86,7 +82,6 @@ def spawn_worker(
         proc = subprocess.Popen(
             [sys.executable, "-m", "qbench.worker", str(cell_dir)],
             stdout=log_file, stderr=subprocess.STDOUT, env=_worker_env(cfg),
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + timeout
         error = None

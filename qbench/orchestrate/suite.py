@@ -8,7 +8,8 @@ which sets ``hydra.mode: MULTIRUN`` and the grid in ``hydra.sweeper.params``. Th
 2. composes and validates *every* cell before running any (a bad value stops the suite, exit 2),
 3. adds the FP32 reference of each (model, dataset, backend, measure) group when the grid lacks it,
 4. records cells the backend cannot run as ``skipped`` with the reason,
-5. trains the reference models once, up front (file-locked cache),
+5. trains the reference models once, up front (file-locked cache); the cells of a model that fails to train
+   are recorded as failed and the others run,
 6. opens (or, on resume, re-opens) the suite's MLflow parent run and hands cells to whatever Hydra
    launcher is configured, skipping cells that already have a finished record in this suite run,
 7. prints the summary table, logs it to the parent run and sets the exit status.
@@ -112,6 +113,8 @@ class SuiteState:
         """Continue the latest run of this invocation (resume) or start a new one."""
         state = self.load()
         if resume and state is not None:
+            state.update(status="running", error=None)
+            self.save(state)
             return state
         stamp = time.strftime("%Y%m%d-%H%M%S")
         state = {**meta, "run_dir": str((self.base / f"run-{stamp}").resolve()), "parent_run_id": None,
@@ -202,7 +205,7 @@ class SuiteSweeper(Sweeper):
     # -- running
     def sweep(self, arguments: list[str]) -> Any:
         from qbench.orchestrate import app
-        from qbench.orchestrate.console import finish_suite, progress_for
+        from qbench.orchestrate.console import finish_suite
 
         assert self.config is not None
         name = self.config.suite.name or "sweep"
@@ -227,19 +230,41 @@ class SuiteSweeper(Sweeper):
         state["cells"] = len(planned)
         state_store.save(state)
 
+        try:
+            self._run_cells(name, planned, run_dir, state)
+        except BaseException as exc:  # Ctrl-C, or a failure of the orchestrator itself: say so, do not hang
+            _close_abandoned(state_store, state, tracking_cfg, exc)
+            raise
+        state["status"] = "complete"
+        state["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        state_store.save(state)
+        app.exit_status = finish_suite(name, planned, run_dir, state, tracking_cfg, time.monotonic() - t0)
+        return []
+
+    def _run_cells(self, name: str, planned: list[PlannedCell], run_dir: Path, state: dict[str, Any]) -> None:
+        """Record the skipped cells, train the reference models, then launch the cells without a finished record."""
+        from qbench.orchestrate.console import console, progress_for
+
+        assert self.config is not None
+        parent_run_id = state["parent_run_id"]
         todo, done = [], []
         for cell in planned:
             record = finished_record(run_dir, cell.name, cell.cell_hash)
             (done if record is not None else todo).append((cell, record))
         skipped = [c for c, _ in todo if c.skip_reason]
         runnable = [c for c, _ in todo if not c.skip_reason]
-        from qbench.orchestrate.console import console
-
         console.print(f"suite {name}: {len(planned)} cells ({len(done)} already finished in this suite run, "
                       f"{len(skipped)} skipped as unsupported, {len(runnable)} to run)")
         for cell in skipped:
-            _record_skipped(cell, run_dir, name, state["parent_run_id"])
-        _prepare_shared(runnable)
+            _record_skipped(cell, run_dir, name, parent_run_id)
+        unavailable = _prepare_shared(runnable)
+        if unavailable:  # the cells of a model that could not be trained fail; the others run
+            blocked = [c for c in runnable if _reference_key(c) in unavailable]
+            console.print(f"[red]{len(blocked)} cell(s) not run: {'; '.join(sorted(set(unavailable.values())))}[/red]")
+            for cell in blocked:
+                reason = unavailable[str(_reference_key(cell))]
+                _record_without_worker(cell, run_dir, name, parent_run_id, "failed", f"reference model: {reason}")
+            runnable = [c for c in runnable if _reference_key(c) not in unavailable]
 
         parallel = local_parallelism(self.launcher, self.config)
         if parallel > 1:
@@ -250,22 +275,16 @@ class SuiteSweeper(Sweeper):
             for start in range(0, len(runnable), batch_size):
                 batch = runnable[start:start + batch_size]
                 progress.starting(batch)
-                context = _context_overrides(run_dir, state["parent_run_id"], parallel)
+                context = _context_overrides(run_dir, parent_run_id, parallel)
                 try:
                     self.launcher.launch([cell.overrides + context for cell in batch], initial_job_idx=start)
                 except Exception as exc:  # a launcher failure fails its cells, not the suite
                     log.warning("launcher failed for %d cell(s): %s", len(batch), qconfig.one_line(exc)[:300])
                 for cell in batch:  # a job that died without a record (launcher, node, pickling) is recorded
                     if not cell_dir(run_dir, cell.name, cell.cell_hash).joinpath(records.RECORD_NAME).is_file():
-                        _record_without_worker(cell, run_dir, name, state["parent_run_id"], "failed",
+                        _record_without_worker(cell, run_dir, name, parent_run_id, "failed",
                                                "the launcher's job ended without a record (see the launcher's log)")
                 progress.finished(batch)
-
-        state["status"] = "complete"
-        state["ended_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        state_store.save(state)
-        app.exit_status = finish_suite(name, planned, run_dir, state, tracking_cfg, time.monotonic() - t0)
-        return []
 
 
 def _is_sequential(launcher: Any) -> bool:
@@ -292,24 +311,51 @@ def _context_overrides(run_dir: Path, parent_run_id: str | None, parallel_jobs: 
     return out
 
 
-def _prepare_shared(cells: list[PlannedCell]) -> None:
-    """Train every reference model the suite needs once, before the cells (which then only load it)."""
-    from qbench.orchestrate.runner import ensure_reference_model
+def _reference_key(cell: PlannedCell) -> str | None:
+    """Cache key of the reference model a cell trains on first use (None: the model is the user's)."""
+    from qbench.zoo import cache
 
+    return cache.reference_key(cell.cfg.model, cell.cfg.dataset) if cell.cfg.model.source == "reference" else None
+
+
+def _prepare_shared(cells: list[PlannedCell]) -> dict[str, str]:
+    """Train every reference model the suite needs once, before the cells (which then only load it).
+    Returns why each model that could not be trained failed, by reference key."""
+    from qbench.orchestrate.runner import ensure_reference_model
+    from qbench.zoo import cache
+
+    failures: dict[str, str] = {}
     seen: set[str] = set()
     for cell in cells:
-        from qbench.zoo import cache
-
-        if cell.cfg.model.source != "reference":
-            continue
-        key = cache.reference_key(cell.cfg.model, cell.cfg.dataset)
-        if key in seen:
+        key = _reference_key(cell)
+        if key is None or key in seen:
             continue
         seen.add(key)
-        tmp = cache.reference_dir(cell.cfg.model, cell.cfg.dataset).parent / f".prepare-{key}"
-        tmp.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(qconfig.cell_config_dict(cell.cfg_node)), tmp / "config.yaml")
-        ensure_reference_model(cell.cfg, tmp)
+        try:
+            tmp = cache.reference_dir(cell.cfg.model, cell.cfg.dataset).parent / f".prepare-{key}"
+            tmp.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(OmegaConf.create(qconfig.cell_config_dict(cell.cfg_node)), tmp / "config.yaml")
+            ensure_reference_model(cell.cfg, tmp)
+        except Exception as exc:  # recorded as the failure of the cells that need this model
+            failures[key] = qconfig.one_line(exc)[:500]
+            log.warning("%s", failures[key])
+    return failures
+
+
+def _close_abandoned(state_store: SuiteState, state: dict[str, Any], tracking: Any, exc: BaseException) -> None:
+    """A suite run stopped before its summary: state.json and the MLflow parent run say how it ended (a re-run
+    of the same command resumes it, re-opening the parent run)."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    state.update(status="interrupted" if interrupted else "failed", ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 error=None if interrupted else qconfig.one_line(exc)[:500])
+    state_store.save(state)
+    if state.get("parent_run_id") and tracking is not None and tracking.enabled:
+        from qbench.track.mlflow_tracker import client_for
+
+        try:
+            client_for(tracking.uri).set_terminated(state["parent_run_id"], "KILLED" if interrupted else "FAILED")
+        except Exception as close_exc:
+            log.warning("could not close the suite's MLflow parent run: %s", qconfig.one_line(close_exc)[:200])
 
 
 def _record_skipped(cell: PlannedCell, run_dir: Path, suite: str, parent_run_id: str | None) -> None:

@@ -20,6 +20,10 @@ from qbench.config import TrainRecipe, paths
 from qbench.quant.simulate import quantized_layers
 from qbench.zoo.training import train
 
+# Bump when QAT code changes what it trains (invalidates cached QAT models), like the reference models'
+# qbench.zoo.cache.TRAINING_CODE_VERSION (which the reference key of a QAT model already covers).
+QAT_CODE_VERSION = 1
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -52,7 +56,7 @@ def cached_qat(model: nn.Module, splits: DataSplits, quant: QuantConfig, referen
     # training runs with exact integer arithmetic: the emulated target ISA does not change what is trained
     trained_scheme = {k: v for k, v in asdict(quant).items() if k != "target_isa"}
     scheme = hashlib.sha256(json.dumps(trained_scheme, sort_keys=True).encode()).hexdigest()[:12]
-    path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}.pt"
+    path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}-v{QAT_CODE_VERSION}.pt"
     with lock_for(path.with_suffix("")):
         if path.is_file():
             # qbench's own cache file (a pickled module with its QuantizedTensors), not user input

@@ -187,11 +187,11 @@ def run_snapshot(uri: str, parent: Any, *, with_samples: bool = True) -> dict[st
     frame = query.with_fp32_comparisons(frame.drop_duplicates("cell", keep="last"))
     tags = parent.data.tags
     run_dir = tags.get("qbench.run_dir")
-    # the FP32 cell behind each speed-up, found by its p50 (with_fp32_comparisons copies it as fp32_p50_ms)
+    # whether the FP32 cell behind each speed-up was unstable: that cell is named by with_fp32_comparisons
+    # (fp32_cell), and names are unique here
     methods = frame.get("params.quant.method", pd.Series(None, index=frame.index, dtype=object))
     references = frame[(methods == "none") & (frame["status"] == "finished")]
-    unstable_p50 = {_num(r.get("metrics.latency.p50_ms")): r.get("tags.latency.unstable") == "true"
-                    for _, r in references.iterrows()}
+    unstable_reference = {r["cell"]: r.get("tags.latency.unstable") == "true" for _, r in references.iterrows()}
     cells = {}
     for _, row in frame.sort_values("cell").iterrows():
         samples = None
@@ -201,7 +201,7 @@ def run_snapshot(uri: str, parent: Any, *, with_samples: bool = True) -> dict[st
                 local = cell_dir(Path(run_dir), row["cell"], str(row.get("tags.qbench.cell_hash", "")))
                 local = local / "latency_samples.csv"
             samples = query.latency_samples(uri, row["run_id"], local)
-        cells[row["cell"]] = cell_snapshot(row, samples, unstable_p50.get(_num(row.get("fp32_p50_ms")), False))
+        cells[row["cell"]] = cell_snapshot(row, samples, unstable_reference.get(row.get("fp32_cell"), False))
     finished = frame[frame["status"] == "finished"]
     host_ids = finished.get("tags.env.host_id", pd.Series(dtype=object))
     host_id = _most_common(host_ids)

@@ -64,27 +64,43 @@ def _params(config: dict[str, Any]) -> dict[str, str]:
     return {k: str(v)[:_PARAM_MAX] for k, v in flatten(config).items()}
 
 
+def find_run(client: Any, exp_id: str, record_id: str) -> Any | None:
+    """The run logged for a record (tag ``qbench.record_id``), complete or left partial by an attempt that
+    failed midway; None when there is none."""
+    if not record_id:
+        return None
+    runs = client.search_runs([exp_id], filter_string=f"tags.`qbench.record_id` = '{record_id}'", max_results=1)
+    return runs[0] if runs else None
+
+
 def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_run_id: str | None = None) -> str:
-    """Create the MLflow run of a record (params, metrics, tags, artifacts); returns the run id."""
+    """Log a record as an MLflow run (params, metrics, tags, artifacts); returns the run id.
+
+    Idempotent, so a failed attempt (e.g. SQLite's "database is locked" from a parallel cell) can simply be
+    retried: the run of a record is found by its ``qbench.record_id`` before one is created, and what is logged
+    into it is the same every time (metrics carry the cell's end time, which the store de-duplicates)."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = client_for(tracking.uri)
     exp_id = experiment_id(client, tracking.experiment, results_dir)
-    # the cell's own tags (kernel, threads, env.*, energy.source, opmix.*) as they are; qbench's bookkeeping
-    # under qbench.*
-    tags = {k: str(v)[:5000] for k, v in record["tags"].items()}
-    tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record["cell_hash"],
-                 "qbench.status": record["status"], "qbench.record_id": record.get("record_id", "")})
-    if record.get("error"):
-        tags["qbench.error"] = record["error"][:5000]
-    suite = record.get("suite") or {}
-    if suite.get("name"):
-        tags["qbench.suite"] = suite["name"]
-    if parent_run_id:
-        tags[PARENT_TAG] = parent_run_id
-    run = client.create_run(exp_id, run_name=record["cell"], tags=tags)
-    run_id = run.info.run_id
-    timestamp = _epoch_ms()
+    existing = find_run(client, exp_id, record.get("record_id", ""))
+    if existing is not None:
+        run_id = existing.info.run_id
+    else:
+        # the cell's own tags (kernel, threads, env.*, energy.source, opmix.*) as they are; qbench's bookkeeping
+        # under qbench.*
+        tags = {k: str(v)[:5000] for k, v in record["tags"].items()}
+        tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record["cell_hash"],
+                     "qbench.status": record["status"], "qbench.record_id": record.get("record_id", "")})
+        if record.get("error"):
+            tags["qbench.error"] = record["error"][:5000]
+        suite = record.get("suite") or {}
+        if suite.get("name"):
+            tags["qbench.suite"] = suite["name"]
+        if parent_run_id:
+            tags[PARENT_TAG] = parent_run_id
+        run_id = client.create_run(exp_id, run_name=record["cell"], tags=tags).info.run_id
+    timestamp = _record_time_ms(record)
     metrics = [Metric(k, float(v), timestamp, 0) for k, v in record["metrics"].items()]
     params = [Param(k, v) for k, v in _params(record["config"]).items()]
     for i in range(0, max(len(metrics), len(params)), 100):
@@ -100,6 +116,18 @@ def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_
     client.set_tag(run_id, RunTag("qbench.status", record["status"]).key, record["status"])
     client.set_terminated(run_id, "FINISHED" if record["status"] != "failed" else "FAILED")
     return run_id
+
+
+def _record_time_ms(record: dict[str, Any]) -> int:
+    """When the cell ended (else started), in ms: the same for every attempt to log the record."""
+    from datetime import datetime
+
+    for key in ("ended_at", "started_at"):
+        try:
+            return int(datetime.strptime(record.get(key) or "", "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1000)
+        except ValueError:
+            continue
+    return _epoch_ms()
 
 
 def _epoch_ms() -> int:

@@ -92,7 +92,8 @@ def _group_key(row: pd.Series, columns: list[str]) -> tuple:
 def with_fp32_comparisons(frame: pd.DataFrame) -> pd.DataFrame:
     """Add figures relative to the FP32 cell of the same (model, dataset, backend, measure) group:
     ``delta_top1_pt``, ``acc_pct_fp32``, ``speedup`` (FP32 p50 / p50; not for simulated kernels, whose
-    latency is float latency), ``size_ratio`` (compression vs FP32 on disk)."""
+    latency is float latency), ``size_ratio`` (compression vs FP32 on disk), and ``fp32_cell``: which cell
+    that reference is (its name)."""
     if frame.empty:
         return frame
     frame = frame.copy()
@@ -110,6 +111,7 @@ def with_fp32_comparisons(frame: pd.DataFrame) -> pd.DataFrame:
     top1 = frame.get("metrics.acc.top1")
     p50 = frame.get("metrics.latency.p50_ms")
     disk = frame.get("metrics.size.artifact_bytes")
+    frame["fp32_cell"] = frame["_group"].map(lambda group: refs.get(group, {}).get("cell"))
     frame["fp32_top1"] = frame.apply(lambda r: ref_value(r, "metrics.acc.top1"), axis=1)
     frame["fp32_p50_ms"] = frame.apply(lambda r: ref_value(r, "metrics.latency.p50_ms"), axis=1)
     frame["fp32_artifact_bytes"] = frame.apply(lambda r: ref_value(r, "metrics.size.artifact_bytes"), axis=1)

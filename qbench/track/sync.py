@@ -18,7 +18,7 @@ from typing import Any
 from qbench.config import TrackingConfig, one_line
 from qbench.record import write_json_atomic
 from qbench.track import records
-from qbench.track.mlflow_tracker import client_for, experiment_id, log_record, resolve_uri
+from qbench.track.mlflow_tracker import PARENT_TAG, client_for, experiment_id, find_run, log_record, resolve_uri
 
 
 @dataclass
@@ -46,13 +46,6 @@ def _tracking_for(record: dict[str, Any], uri: str | None, experiment: str | Non
     cfg = record.get("config", {}).get("tracking", {})
     return TrackingConfig(enabled=True, uri=uri or cfg.get("uri", "sqlite:///results/mlflow.db"),
                           experiment=experiment or cfg.get("experiment", "qbench"))
-
-
-def _existing_run(client: Any, exp_id: str, record_id: str) -> str | None:
-    if not record_id:
-        return None
-    runs = client.search_runs([exp_id], filter_string=f"tags.`qbench.record_id` = '{record_id}'", max_results=1)
-    return runs[0].info.run_id if runs else None
 
 
 def _suite_parent(client: Any, exp_id: str, record: dict[str, Any], cache: dict[str, str], report: SyncReport
@@ -101,11 +94,13 @@ def sync(results_dir: Path, uri: str | None = None, experiment: str | None = Non
         try:
             client = client_for(tracking.uri)
             exp_id = experiment_id(client, tracking.experiment, results_dir)
-            run_id = _existing_run(client, exp_id, record.get("record_id", ""))
-            if run_id:
+            existing = find_run(client, exp_id, record.get("record_id", ""))
+            if existing is not None and existing.info.status != "RUNNING":
+                run_id = existing.info.run_id
                 report.already_in_mlflow += 1
-            else:
-                parent = _suite_parent(client, exp_id, record, parents, report)
+            else:  # not logged yet, or left partial (RUNNING) by an attempt that died midway: log_record completes it
+                parent = (existing.data.tags.get(PARENT_TAG) if existing is not None
+                          else _suite_parent(client, exp_id, record, parents, report))
                 run_id = log_record(record, tracking, results_dir, parent)
                 record["tracking"]["parent_run_id"] = parent
                 report.uploaded += 1

@@ -7,7 +7,11 @@ nothing and the parent records it from the exit signal.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 import sys
 import time
 import traceback
@@ -17,9 +21,29 @@ from omegaconf import OmegaConf
 
 from qbench import config as qconfig
 from qbench.record import CellResult, write_json_atomic
+from qbench.worker.threads import PARENT_PID_ENV
+
+# exit status of a worker whose orchestrator was gone before the worker could tie its life to it
+ORPHANED = 3
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Get SIGKILL when the orchestrator that spawned this worker dies (a kill -9 must not leave a measuring
+    orphan). Set here, first thing, rather than by a ``preexec_fn`` in the forked child, which is unsafe while
+    the orchestrator runs threads; an orchestrator that died before this point is caught by the parent check."""
+    expected = os.environ.get(PARENT_PID_ENV)
+    if not expected or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(expected):
+        print(f"qbench.worker: the orchestrator (pid {expected}) is gone; exiting", file=sys.stderr)
+        sys.exit(ORPHANED)
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     argv = sys.argv[1:] if argv is None else argv
     prepare = argv[0] == "--prepare"
     workdir = Path(argv[-1])
@@ -56,6 +80,8 @@ def _prepare(cfg_node) -> int:
     from qbench.zoo.reference import load_reference
 
     cfg = qconfig.validate(cfg_node)
+    if qconfig.fault_injected(cfg, "prepare"):
+        raise RuntimeError("injected fault (debug.fault=prepare)")
     apply_threads(*resolve_threads(cfg))
     _, meta = load_reference(cfg.model, cfg.dataset, show_progress=True)
     logging.getLogger("qbench").info(

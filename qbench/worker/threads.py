@@ -6,6 +6,9 @@ import contextlib
 
 import psutil
 
+# pid of the orchestrator that spawned a worker, which the worker must not outlive (qbench.worker)
+PARENT_PID_ENV = "QBENCH_PARENT_PID"
+
 
 def resolve_threads(cfg) -> tuple[int, int]:
     """(intra-op, inter-op) thread counts: configured values, physical cores when intra_op is null."""
