@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from qbench import config as qconfig
 from qbench.record import CellResult
-from qbench.worker.threads import PARENT_PID_ENV, worker_env
 from qbench.track import records
+from qbench.worker.threads import PARENT_PID_ENV, worker_env
 
 log = logging.getLogger("qbench")
 
