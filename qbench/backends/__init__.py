@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from qbench.backends.base import Backend, DeployContext, Deployment, UnsupportedScheme
+from qbench.config.names import BACKENDS as BACKEND_NAMES
 
 _REGISTRY = {
     "torch": ("qbench.backends.torch_eager", "TorchEagerBackend"),
@@ -12,6 +13,7 @@ _REGISTRY = {
     "onnxruntime": ("qbench.backends.onnxruntime", "OnnxRuntimeBackend"),
 }
 BACKENDS = tuple(_REGISTRY)
+assert set(BACKENDS) == set(BACKEND_NAMES), "qbench.config.names.BACKENDS lists every registered backend"
 
 
 def get_backend(name: str) -> Backend:

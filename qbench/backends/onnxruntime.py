@@ -171,7 +171,7 @@ def _kernel(method: str, cfg: QBenchConfig, mix: dict[str, float]) -> str:
 def _session(cfg: QBenchConfig, model_path: Path, workdir: Path) -> tuple[Any, Path]:
     import onnxruntime as ort
 
-    from qbench.worker.threads import resolve_threads
+    from qbench.config.threads import resolve_threads
 
     intra, inter = resolve_threads(cfg)
     options = ort.SessionOptions()

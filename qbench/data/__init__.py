@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from qbench.config.names import DATASETS
 from qbench.data.splits import DataSplits
-
-DATASETS = ("digits", "imagefolder", "cifar10", "mnist", "fake")
 
 
 class DataUnavailable(Exception):

@@ -21,9 +21,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from qbench import config as qconfig
+from qbench.config.threads import PARENT_PID_ENV, worker_env
 from qbench.record import CellResult
 from qbench.track import records
-from qbench.worker.threads import PARENT_PID_ENV, worker_env
 
 log = logging.getLogger("qbench")
 

@@ -31,10 +31,10 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
-INT8_PATHS = ("auto", "u8s8", "u8s8_reduce_range", "u8u8")
+from qbench.config.names import INT8_PATHS, TARGET_ISAS
+
 # backends whose int8 kernels the path applies to; the torch backend simulates the grid it is given
 INT8_BACKENDS = ("onnxruntime", "torch_int8")
-TARGET_ISAS = ("none", "host", "avx2", "avx512", "vnni", "amx")
 # x86 ISAs without a u8 x s8 -> int32 dot product: pairs of products are summed in saturating int16
 PAIR_SATURATING_ISAS = ("avx2", "avx512")
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -131,6 +131,9 @@ def effective_quant(quant: Any, path: Int8Path) -> Any:
     weights = dataclasses.replace(quant.weights, bits=path.weight_bits)
     activations = dataclasses.replace(quant.activations, bits=path.activation_bits)
     return dataclasses.replace(quant, weights=weights, activations=activations)
+
+
+__all__ = ["INT8_PATHS", "TARGET_ISAS", "Int8Path", "effective_quant", "emulated_isa", "for_cell", "resolve"]
 
 
 def emulated_isa(quant: Any, path: Int8Path, backend: str, flags: set[str] | None = None) -> str | None:

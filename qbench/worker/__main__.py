@@ -20,8 +20,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from qbench import config as qconfig
+from qbench.config.threads import PARENT_PID_ENV
 from qbench.record import CellResult, write_json_atomic
-from qbench.worker.threads import PARENT_PID_ENV
 
 # exit status of a worker whose orchestrator was gone before the worker could tie its life to it
 ORPHANED = 3

@@ -7,5 +7,6 @@ models come from torchvision, a checkpoint or an ONNX file (:mod:`qbench.zoo.mod
 
 from __future__ import annotations
 
-SOURCES = ("reference", "torchvision", "checkpoint", "onnx")
-REFERENCE_ARCHS = ("digits_cnn", "resnet18", "mobilenet_v2")
+from qbench.config.names import REFERENCE_ARCHS, SOURCES
+
+__all__ = ["REFERENCE_ARCHS", "SOURCES"]

@@ -1,0 +1,91 @@
+"""Identity of a cell: its scheme label, readable name and hash (what changes what it computes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from qbench.config.schema import QBenchConfig, QuantConfig
+
+
+def scheme_label(quant: QuantConfig | DictConfig) -> str:
+    """Short, honest label of a scheme derived from its values (not from the preset name).
+
+    e.g. ``fp32``, ``w8a8``, ``w8a8-pc``, ``w4a8-pc``, ``w4-wo-pg128``, ``dyn8-pc``, ``qat-w4a8-pc``.
+    """
+    method = quant.method
+    if method == "none":
+        return "fp32"
+    w, a = quant.weights, quant.activations
+
+    def gran(tq: Any) -> str:
+        return {"per_tensor": "", "per_channel": "-pc", "per_group": f"-pg{tq.group_size}"}[tq.granularity]
+
+    if method == "weight_only":
+        label = f"w{w.bits}-wo{gran(w)}"
+    elif method == "dynamic":
+        label = f"dyn-w{w.bits}a{a.bits}{gran(w)}"
+    else:
+        label = f"w{w.bits}a{a.bits}{gran(w)}"
+        if method == "qat":
+            label = f"qat-{label}"
+    if w.observer != "minmax":
+        label += f"-{w.observer}"
+    if method in ("ptq", "qat") and a.observer != "minmax":
+        label += f"-act{a.observer}"
+    target_isa = getattr(quant, "target_isa", "none")
+    if target_isa != "none":
+        label += f"@{target_isa}"
+    return label
+
+
+def cell_name(cfg: QBenchConfig | DictConfig) -> str:
+    """Readable cell name, e.g. ``resnet18/w8a8-pc/onnxruntime``; the dataset is added when not digits,
+    the device when not cpu, and explicit thread counts / latency batch sizes as ``/t1``, ``/b8``."""
+    model = cfg.model.name if cfg.dataset.name == "digits" else f"{cfg.model.name}@{cfg.dataset.name}"
+    name = f"{model}/{scheme_label(cfg.quant)}/{cfg.backend.name}"
+    if cfg.backend.device != "cpu":
+        name += f"@{cfg.backend.device}"
+    int8_path = getattr(cfg.backend, "int8_path", "auto")
+    if int8_path != "auto":
+        name += f"/{int8_path}"
+    if cfg.measure.threads.intra_op is not None:
+        name += f"/t{cfg.measure.threads.intra_op}"
+    if cfg.measure.latency.batch_size != 1:
+        name += f"/b{cfg.measure.latency.batch_size}"
+    return name
+
+
+# Keys that do not change what a cell computes: excluded from its identity hash.
+_NON_SEMANTIC = ("tracking", "suite", "results_dir", "resume", "hydra")
+
+
+def cell_config_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config of a cell as plain data, without Hydra's own node."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(container, dict)
+    container.pop("hydra", None)
+    return container
+
+
+def cell_hash(cfg: DictConfig | dict[str, Any]) -> str:
+    """Identity of a cell: a hash of everything that changes what it computes or measures."""
+    data = cfg if isinstance(cfg, dict) else cell_config_dict(cfg)
+    semantic = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
+    blob = json.dumps(semantic, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys (``quant.weights.bits``) for MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{full}."))
+        else:
+            out[full] = value
+    return out

@@ -1,0 +1,29 @@
+"""Names of every choice in qbench's configuration, free of heavy imports.
+
+Validation (:mod:`qbench.config.validate`) checks values against these without importing the registries that
+implement them (those import torch), so the orchestrating side stays torch-free; each registry imports its own
+list from here, so a name is declared once.
+"""
+
+from __future__ import annotations
+
+BIT_RANGE = range(2, 17)
+GRANULARITIES = ("per_tensor", "per_channel", "per_group")
+ACTIVATION_GRANULARITIES = ("per_tensor", "per_channel")
+OBSERVERS = ("minmax", "percentile", "mse", "histogram")
+METHODS = ("none", "ptq", "dynamic", "weight_only", "qat")
+FAULTS = ("none", "raise", "abort", "hang", "prepare")
+
+# model sources and the architectures qbench trains itself (qbench/zoo)
+SOURCES = ("reference", "torchvision", "checkpoint", "onnx")
+REFERENCE_ARCHS = ("digits_cnn", "resnet18", "mobilenet_v2")
+# datasets (qbench/data)
+DATASETS = ("digits", "imagefolder", "cifar10", "mnist", "fake")
+# backends (qbench/backends)
+BACKENDS = ("torch", "torch_int8", "onnxruntime")
+# int8 arithmetic (qbench/quant/int8_path.py)
+INT8_PATHS = ("auto", "u8s8", "u8s8_reduce_range", "u8u8")
+TARGET_ISAS = ("none", "host", "avx2", "avx512", "vnni", "amx")
+QUANTIZED_ENGINES = ("x86", "fbgemm", "onednn")
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+STABILITY_METRICS = ("median_ci", "robust_cv", "cv")

@@ -1,0 +1,268 @@
+"""Config schemas, registered in Hydra's ConfigStore as ``qbench_schema``.
+
+The dataclasses below are the *public contract* of qbench's configuration: conf/config.yaml starts
+from ``qbench_schema`` so every group file is merged into a typed node, and a wrong type or an unknown key
+fails at composition time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class TrainRecipe:
+    """How qbench trains a reference model on first use (part of the cache key)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 1
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # reference: trained by qbench on the dataset (digits_cnn, resnet18, mobilenet_v2);
+    # torchvision: any torchvision classification model by name (model=tv model.name=resnet50);
+    # checkpoint: a user state dict for `arch` (torchvision name or package.module:Class);
+    # onnx: a user ONNX file (onnxruntime backend only)
+    source: str = "reference"
+    arch: str = MISSING
+    in_channels: int = 3
+    # square input side; null = from the weights' transforms (torchvision) or the ONNX file
+    input_size: int | None = 32
+    num_classes: int = 10
+    recipe: TrainRecipe = field(default_factory=TrainRecipe)
+    # torchvision: load the standard weights (from TORCH_HOME; downloaded only if allow_download)
+    pretrained: bool = False
+    allow_download: bool = False
+    # checkpoint / onnx: the file
+    path: str | None = None
+    # preprocessing overrides (null: the weights' own transforms, or the dataset's defaults)
+    resize_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    # image sample shape (C, H, W), H may differ from W: overrides input_size (and the weights' crop); for
+    # onnx, the first input's shape when the file leaves dimensions symbolic
+    input_shape: list[int] | None = None
+    # onnx: named inputs, {name: {shape: [...] (one sample, no batch dim), dtype, fill}}; null = what the file
+    # declares. fill (dataset=fake): normal | uniform | zeros | ones | randint:LOW:HIGH (see qbench/zoo/inputs.py)
+    inputs: Any = None
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # imagefolder / cifar10 / mnist: where the data is (class folders; torchvision's layout)
+    root: str | None = None
+    # imagefolder: sub-folder of root to evaluate on (e.g. val), and one to calibrate on (default: the
+    # same folder, disjoint images); class_index: JSON {folder name: model output index}
+    split: str | None = None
+    calibration_split: str | None = None
+    class_index: str | None = None
+    # cifar10 / mnist: let torchvision download the files when they are missing
+    download: bool = False
+    # fake: number of classes of the random labels-free data (sample shape comes from the model)
+    num_classes: int | None = None
+    split_seed: int = 0
+    # sizes of the held-out splits; the rest is the training split (reference models only)
+    calibration_size: int = 180
+    evaluation_size: int = 360
+    # digits pixel range is 0..16; images are scaled to [0, 1] then normalised with these
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass
+class TensorQuantConfig:
+    bits: int = 8
+    granularity: str = "per_tensor"
+    group_size: int = 128
+    symmetric: bool = True
+    observer: str = "minmax"
+    # used by the percentile observer only
+    percentile: float = 99.99
+
+
+@dataclass
+class CalibrationConfig:
+    samples: int = 128
+    batch_size: int = 32
+
+
+@dataclass
+class QATConfig:
+    epochs: int = 3
+    lr: float = 0.001
+    batch_size: int = 64
+    learnable_scales: bool = False
+
+
+@dataclass
+class QuantConfig:
+    method: str = "none"
+    weights: TensorQuantConfig = field(default_factory=TensorQuantConfig)
+    activations: TensorQuantConfig = field(default_factory=TensorQuantConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
+    # fnmatch patterns of layer names kept in floating point (e.g. ["conv1", "fc"])
+    exclude: list[str] = field(default_factory=list)
+    # reproduce this CPU's int8 arithmetic in the simulation (qbench/quant/int8_path.py): none (exact int32),
+    # host, avx2 / avx512 (u8 x s8 pairs saturate in int16 on the u8s8 path), vnni, amx
+    target_isa: str = "none"
+
+
+@dataclass
+class BackendConfig:
+    name: str = MISSING
+    device: str = "cpu"
+    # onnxruntime: ONNX opset of the export, graph optimization level, execution providers in order
+    onnx_opset: int = 18
+    graph_optimization_level: str = "all"
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    # onnxruntime static QDQ: run ORT's quant_pre_process (shape inference + graph cleanup) first
+    pre_process: bool = True
+    # onnxruntime / torch_int8: int8 arithmetic: auto (from the CPU's ISA) | u8s8 | u8s8_reduce_range | u8u8
+    # (qbench/quant/int8_path.py says what each means and what auto picks)
+    int8_path: str = "auto"
+    # torch_int8: PyTorch's quantized engine (x86 = fbgemm + oneDNN chosen per op; fbgemm; onednn)
+    quantized_engine: str = "x86"
+
+
+@dataclass
+class ThreadsConfig:
+    # null = the number of physical cores; the resolved value is recorded with every result
+    intra_op: int | None = None
+    inter_op: int = 1
+
+
+@dataclass
+class LatencyConfig:
+    warmup_calls: int = 10
+    warmup_s: float = 1.0
+    min_calls: int = 100
+    min_duration_s: float = 2.0
+    max_duration_s: float = 30.0
+    batch_size: int = 1
+    # samples/s measured at this batch; 0 disables the throughput measurement
+    throughput_batch_size: int = 32
+    # stability gate (see qbench/measure/latency.py): median_ci | robust_cv | cv, and its threshold
+    stability_metric: str = "median_ci"
+    stability_threshold: float = 0.02
+    retries: int = 1
+
+
+@dataclass
+class EnergyCosts:
+    """Energy per operation in pJ (Horowitz, ISSCC 2014, 45 nm) for the energy model."""
+
+    int8_add: float = 0.03
+    int8_mult: float = 0.2
+    int32_add: float = 0.1
+    int32_mult: float = 3.1
+    fp32_add: float = 0.9
+    fp32_mult: float = 3.7
+    dram_32bit_read: float = 640.0
+
+
+@dataclass
+class EnergyConfig:
+    # the batch-1 call is repeated this long while energy counters (RAPL/NVML) or CPU time are read
+    duration_s: float = 2.0
+    # used only without a counter: energy = this process's CPU seconds x this figure (see README)
+    cpu_watts_per_core: float = 7.5
+    costs: EnergyCosts = field(default_factory=EnergyCosts)
+
+
+@dataclass
+class MeasureConfig:
+    threads: ThreadsConfig = field(default_factory=ThreadsConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    eval_batch_size: int = 128
+    # wall-clock limit for one cell's worker process
+    timeout_s: float = 1800.0
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///results/mlflow.db"
+    experiment: str = "qbench"
+
+
+@dataclass
+class CheckConfig:
+    """Gates of ``qbench check`` for a suite (``suite.check`` in suites/NAME.yaml; see qbench/regress/gates.py)."""
+
+    # accuracy: fail when top-1 drops more than this many percentage points below the baseline's
+    top1_tolerance_pt: float = 0.5
+    # accuracy floor: top-1 as a fraction of the same run's FP32 top-1, per scheme label (w8a8-pc, w4-wo-pg32,
+    # dyn-w8a8-pc, ...); a scheme not listed gets floor_8bit when its weights and activations have >= 8 bits
+    floors: dict[str, float] = field(default_factory=dict)
+    floor_8bit: float = 0.99
+    # latency: relative loss of speed-up vs FP32 (quantized cells on real kernels), relative rise of an FP32
+    # cell's own p50 (same host only; it only warns unless fp32_latency_fails: a shared machine's load moves
+    # it, while the speed-up cancels it), and the significance level of the Mann-Whitney U test
+    speedup_tolerance: float = 0.15
+    latency_tolerance: float = 0.25
+    fp32_latency_fails: bool = False
+    alpha: float = 0.01
+    # memory (peak RSS) and size (bytes on disk, packed bytes): a rise fails when it exceeds both bounds
+    memory_tolerance_pct: float = 10.0
+    memory_tolerance_mb: float = 50.0
+    size_tolerance_pct: float = 1.0
+    size_tolerance_mb: float = 0.0
+    # deployment gap (real backends vs their simulation, checked on the run itself, no baseline needed): flag a
+    # cell whose deployed top-1 falls more than deployment_gap_pt points below its simulation's, or whose
+    # predictions agree with the simulation's on less than min_agreement_simulated of the samples; the summary
+    # table, qbench compare and the HTML report flag it, qbench check fails its deployment_gap gate
+    deployment_gap_pt: float = 1.0
+    min_agreement_simulated: float = 0.98
+
+
+@dataclass
+class SuiteConfig:
+    name: str | None = None
+    description: str = ""
+    # print the planned cells (grid + FP32 references, skips) and stop
+    dry_run: bool = False
+    # set by the suite sweeper for each cell it launches (not for users)
+    run_dir: str | None = None
+    parent_run_id: str | None = None
+    # cells the launcher runs at once on this host (joblib n_jobs): > 1 tags latency as contended
+    parallel_jobs: int = 1
+    # regression gates of `qbench check` (not part of the cell hash: `suite` is not semantic)
+    check: CheckConfig = field(default_factory=CheckConfig)
+
+
+@dataclass
+class DebugConfig:
+    # test-only fault injection inside the cell's worker: none | raise | abort | hang, or prepare (training the
+    # cell's reference model fails, even when it is cached), for the cells whose name matches fault_on (fnmatch)
+    fault: str = "none"
+    fault_on: str = "*"
+
+
+@dataclass
+class QBenchConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    quant: QuantConfig = MISSING
+    backend: BackendConfig = MISSING
+    measure: MeasureConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    suite: SuiteConfig = field(default_factory=SuiteConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    results_dir: str = "results"
+    resume: bool = True
