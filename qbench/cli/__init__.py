@@ -88,13 +88,15 @@ def preflight(args: list[str]) -> None:
         cfg = qconfig.validate(cfg_node)
     except qconfig.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    from qbench.backends import get_backend
-    from qbench.orchestrate.runner import unavailable_reason
+    from qbench.orchestrate import preflight as checks
 
-    missing = unavailable_reason(cfg)
+    try:
+        missing = checks.unavailable_reason(cfg)
+    except checks.PreflightError as exc:
+        raise UsageError(str(exc)) from None
     if missing:
         raise UsageError(missing)
-    reason = get_backend(cfg.backend.name).unsupported_reason(cfg)
+    reason = checks.unsupported_reason(cfg)
     if reason:
         raise UsageError(f"{qconfig.cell_name(cfg)} cannot run on backend {cfg.backend.name}: {reason}")
 

@@ -56,7 +56,7 @@ def _validate_tensor(prefix: str, tq: Any, granularities: tuple[str, ...]) -> No
 
 def _validate_inputs(model: ModelConfig) -> None:
     """``model.input_shape`` and ``model.inputs``: well-formed, and meaningful for the model's source."""
-    from qbench.zoo.inputs import InputError, parse_overrides
+    from qbench.config.inputs import InputError, parse_overrides
 
     shape = model.input_shape
     if shape is not None:

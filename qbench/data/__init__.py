@@ -18,13 +18,15 @@ def load_splits(dataset_cfg: Any, model_cfg: Any, need_train: bool = True) -> Da
     """Load ``dataset_cfg`` shaped for ``model_cfg`` (its input contract: channels, H x W, normalisation,
     named inputs for ``fake``); the training split is materialised only when ``need_train`` (reference
     training, QAT)."""
-    from qbench.zoo.inputs import model_contract
+    from qbench.zoo.inputs import image_contract, onnx_contract
     from qbench.zoo.preprocess import onnx_preprocess, preprocess_for
 
     name = dataset_cfg.name
     if name not in DATASETS:
         raise DataUnavailable(f"dataset.name={name}: unknown; valid values: {', '.join(DATASETS)}")
-    contract = model_contract(model_cfg)
+    # the model's input contract: an ONNX file declares its inputs, torch models take one image
+    contract = (onnx_contract(model_cfg) if model_cfg.source == "onnx"
+                else image_contract(preprocess_for(model_cfg).input_shape))
     if name == "fake":
         from qbench.data.fake import load_fake_splits
 
@@ -63,19 +65,10 @@ def check_inputs_fit(dataset_cfg: Any, model_cfg: Any) -> str | None:
     return None
 
 
-# datasets with a training split (what reference models are trained on and QAT fine-tunes on)
-WITH_TRAINING_SPLIT = ("digits", "cifar10", "mnist")
-
-
-def check_dataset(dataset_cfg: Any, model_cfg: Any, quant_cfg: Any = None) -> str | None:
-    """Why the data of ``dataset_cfg`` cannot be loaded here (one line), or None. Cheap: no decoding."""
+def check_dataset(dataset_cfg: Any, model_cfg: Any) -> str | None:
+    """Why the files of ``dataset_cfg`` cannot be loaded here (one line), or None. Cheap: no decoding. (What the
+    config asks of the data, e.g. a training split, is checked by qbench.orchestrate.preflight.)"""
     name = dataset_cfg.name
-    # what the config asks of the data comes first: the per-dataset checks below return on their own
-    if model_cfg.source == "reference" and name not in WITH_TRAINING_SPLIT:
-        return (f"model={model_cfg.name} is a reference model that qbench trains on the dataset's training split, "
-                f"and dataset.name={name} has none: use model=tv, checkpoint or onnx")
-    if quant_cfg is not None and quant_cfg.method == "qat" and name not in WITH_TRAINING_SPLIT:
-        return f"quant.method=qat fine-tunes on a training split, and dataset.name={name} has none"
     if name == "imagefolder":
         from qbench.data.imagefolder import check_imagefolder
 

@@ -76,8 +76,9 @@ def git_sha() -> str:
         return "unknown"
 
 
-def fingerprint(light: bool = False) -> dict[str, str]:
-    """Host facts and library versions. ``light`` skips imports of torch (for the orchestrator)."""
+def fingerprint() -> dict[str, str]:
+    """Host facts and library versions, without importing them (the orchestrator records them too); the
+    measuring process adds torch's own facts (:func:`qbench.measure.torch_env.torch_facts`)."""
     model, flags = _cpu_info()
     info = {
         "host": socket.gethostname(),
@@ -95,12 +96,6 @@ def fingerprint(light: bool = False) -> dict[str, str]:
     }
     for package in ("torch", "torchvision", "onnxruntime", "onnx", "mlflow", "hydra-core"):
         info[f"version.{package}"] = _version(package)
-    if not light:
-        import torch
-
-        info["torch.quantized_engine"] = torch.backends.quantized.engine
-        info["torch.cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
-        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return info
 
 

@@ -38,15 +38,6 @@ class CellOutcome:
 
 
 # ----------------------------------------------------------------------------------------- preparation
-def unavailable_reason(cfg: qconfig.QBenchConfig) -> str | None:
-    """Why the cell's model or data cannot be loaded on this machine (missing file, no weights, a
-    checkpoint that does not fit), as one line; None when both are available. Checked before any work."""
-    from qbench.data import check_dataset, check_inputs_fit
-    from qbench.zoo.models import check_model
-
-    return (check_dataset(cfg.dataset, cfg.model, cfg.quant) or check_model(cfg.model)
-            or check_inputs_fit(cfg.dataset, cfg.model))
-
 def ensure_reference_model(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
     """Train the cell's reference model once (in its own spawned process, under a file lock) if needed."""
     from qbench.zoo import cache
@@ -174,9 +165,9 @@ def run_cell_job(
     config = qconfig.cell_config_dict(cfg_node)
     cell_hash = qconfig.cell_hash(config)
     cell_dir.mkdir(parents=True, exist_ok=True)
-    from qbench.backends import get_backend
+    from qbench.orchestrate.preflight import unsupported_reason
 
-    reason = get_backend(cfg.backend.name).unsupported_reason(cfg)
+    reason = unsupported_reason(cfg)
     if reason:
         result = CellResult(status="skipped", cell=qconfig.cell_name(cfg), cell_hash=cell_hash, error=reason,
                             started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

@@ -171,26 +171,21 @@ class SuiteSweeper(Sweeper):
         return node
 
     def _plan_cell(self, overrides: list[str], auto_reference: bool = False) -> PlannedCell:
-        from qbench.backends import get_backend
+        from qbench.orchestrate.preflight import unsupported_reason
 
         node = self._compose(overrides)
         try:
             cfg = qconfig.validate(node)
         except qconfig.ConfigError as exc:
             raise qconfig.ConfigError(f"{' '.join(overrides)}: {exc}") from None
-        from qbench.orchestrate.runner import unavailable_reason
-
-        missing = unavailable_reason(cfg)
-        if missing:
-            raise qconfig.ConfigError(f"{' '.join(overrides)}: {missing}")
         cfg_dict = qconfig.cell_config_dict(node)
-        reason = get_backend(cfg.backend.name).unsupported_reason(cfg)
         return PlannedCell(list(overrides), node, cfg, qconfig.cell_hash(cfg_dict), qconfig.cell_name(cfg),
-                           reason, auto_reference)
+                           unsupported_reason(cfg), auto_reference)
 
     def plan(self, arguments: list[str]) -> list[PlannedCell]:
         """All cells of the grid, validated, with FP32 references added, de-duplicated, references first."""
         cells = [self._plan_cell(job) for job in expand_grid(self.params, arguments)]
+        _check_files(cells)
         groups: dict[tuple[str, ...], list[PlannedCell]] = {}
         for cell in cells:
             groups.setdefault(cell.group_key(), []).append(cell)
@@ -285,6 +280,19 @@ class SuiteSweeper(Sweeper):
                         _record_without_worker(cell, run_dir, name, parent_run_id, "failed",
                                                "the launcher's job ended without a record (see the launcher's log)")
                 progress.finished(batch)
+
+
+def _check_files(cells: list[PlannedCell]) -> None:
+    """Every cell's model and data must be loadable here (one check process for the whole grid)."""
+    from qbench.orchestrate.preflight import PreflightError, unavailable_reasons
+
+    try:
+        reasons = unavailable_reasons([cell.cfg for cell in cells])
+    except PreflightError as exc:
+        raise qconfig.ConfigError(str(exc)) from None
+    for cell, reason in zip(cells, reasons, strict=True):
+        if reason:
+            raise qconfig.ConfigError(f"{' '.join(cell.overrides)}: {reason}")
 
 
 def _is_sequential(launcher: Any) -> bool:
@@ -388,7 +396,7 @@ def _open_parent_run(state: dict[str, Any], name: str, tracking: Any, results_di
         if state.get("parent_run_id"):
             client.update_run(state["parent_run_id"], status="RUNNING")
             return state["parent_run_id"]
-        info = fingerprint(light=True)
+        info = fingerprint()
         tags = {"qbench.suite": name, "qbench.role": "suite", "qbench.git_sha": info["git_sha"],
                 "qbench.host_id": host_id(info), "qbench.host": info["host"], "qbench.cpu": info["cpu.model"],
                 "qbench.started_at": state["started_at"], "qbench.run_dir": state["run_dir"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,8 @@ def die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     argv = sys.argv[1:] if argv is None else argv
+    if argv[0] == "--check":
+        return _check(Path(argv[1]))
     prepare = argv[0] == "--prepare"
     workdir = Path(argv[-1])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stdout)
@@ -72,6 +75,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     write_json_atomic(workdir / "result.json", result.to_json())
     return 0 if result.status == "finished" else 1
+
+
+def _check(request: Path) -> int:
+    """Model and data checks the orchestrator cannot make without torch (qbench.orchestrate.preflight): reads a
+    JSON list of {"model": ..., "dataset": ...}, writes the reasons (None = loadable) next to it."""
+    from qbench.data import check_dataset, check_inputs_fit
+    from qbench.zoo.models import check_model
+
+    reasons = []
+    for item in json.loads(request.read_text()):
+        model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(qconfig.ModelConfig), item["model"]))
+        dataset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(qconfig.DatasetConfig), item["dataset"]))
+        reasons.append(check_dataset(dataset, model) or check_model(model) or check_inputs_fit(dataset, model))
+    request.with_suffix(".out.json").write_text(json.dumps(reasons))
+    return 0
 
 
 def _prepare(cfg_node) -> int:

@@ -31,6 +31,7 @@ from qbench.measure.latency import (
     measure_latency,
     wall_clock_call,
 )
+from qbench.measure.torch_env import torch_facts
 from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import quantized_layers, weight_tensors
 from qbench.record import CellResult
@@ -59,7 +60,7 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     intra, inter = resolve_threads(cfg)
     apply_threads(intra, inter)
     metrics: dict[str, float] = {"threads.intra_op": float(intra), "threads.inter_op": float(inter)}
-    tags: dict[str, str] = {f"env.{k}": v for k, v in fingerprint().items()}
+    tags: dict[str, str] = {f"env.{k}": v for k, v in {**fingerprint(), **torch_facts()}.items()}
     tags["env.host_id"] = host_id({k[4:]: v for k, v in tags.items()})
     tags.update(threads=f"{intra}x{inter}", scheme=qconfig.scheme_label(cfg.quant))
     if cfg.suite.parallel_jobs > 1:  # other cells measured at the same time on this host
