@@ -168,7 +168,7 @@ def test_the_worker_is_spawned_without_a_preexec_fn(compose, tmp_path, monkeypat
     """A preexec_fn runs Python in the forked child, which is unsafe while the orchestrator runs threads: the
     worker is told its orchestrator's pid and ties its life to it itself."""
     from qbench import config as qconfig
-    from qbench import runner
+    from qbench.orchestrate import runner
 
     seen: dict = {}
 
