@@ -28,7 +28,7 @@ def run_qbench(args: list[str], cwd: Path, check: bool = True) -> tuple[subproce
 
 
 def records(cwd: Path) -> list[dict]:
-    from qbench.track.records import iter_records
+    from qbench.record import iter_records
 
     return [record for _, record in iter_records(cwd / "results")]
 

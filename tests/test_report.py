@@ -117,7 +117,7 @@ def test_pareto_ties_are_kept_and_missing_points_dropped() -> None:
 
 
 def _synthetic_table() -> pd.DataFrame:
-    from qbench.report.compare import COLUMNS
+    from qbench.report.columns import COLUMNS
 
     rng = np.random.default_rng(7)
     rows = []
@@ -173,7 +173,7 @@ def test_plotted_fronts_match_brute_force_on_synthetic_points() -> None:
 
 # ----------------------------------------------------------------------------------------------- compare
 def test_compare_table_shows_the_mlflow_metrics_of_the_suite_runs(smoke: SimpleNamespace) -> None:
-    from qbench.report.compare import TERMINAL_COLUMNS
+    from qbench.report.columns import TERMINAL_COLUMNS
 
     out = _qbench(smoke.cwd, "compare")
     assert out.returncode == 0, out.stderr
@@ -298,11 +298,12 @@ def test_suite_report_plots_are_written_and_logged_to_the_parent_run(smoke: Simp
 
 def test_suite_report_front_and_table_match_compare(smoke: SimpleNamespace) -> None:
     from qbench.report import compare, plots
+    from qbench.report.columns import ALL_COLUMNS
 
     table, _ = compare.load(smoke.uri, run_id=smoke.parent.info.run_id)
     # the end-of-suite table is the one compare shows
     saved = pd.read_csv(smoke.report_dir / "comparison.csv")
-    pd.testing.assert_frame_equal(saved, pd.read_csv(io.StringIO(compare.to_csv(table, compare.ALL_COLUMNS))))
+    pd.testing.assert_frame_equal(saved, pd.read_csv(io.StringIO(compare.to_csv(table, ALL_COLUMNS))))
     latency, size = plots.accuracy_latency(table), plots.accuracy_size(table)
     assert _plotted_front(latency) == _expected_front(table, "p50_ms", exclude_simulated=True)
     assert _plotted_front(size) == _expected_front(table, "size_kib", exclude_simulated=False)
@@ -311,11 +312,11 @@ def test_suite_report_front_and_table_match_compare(smoke: SimpleNamespace) -> N
 
 
 def test_suite_report_from_local_records_equals_the_mlflow_one(smoke: SimpleNamespace, tmp_path: Path) -> None:
+    from qbench.record import read_record
     from qbench.report import build
-    from qbench.track import records
 
     paths = sorted((smoke.cwd / "results" / "suites" / "smoke").glob("*/run-*/cells/*/record.json"))
-    cells = [records.read_record(p) for p in paths]
+    cells = [read_record(p) for p in paths]
     run_dir = paths[0].parents[2]
     tracking = SimpleNamespace(enabled=True, uri=smoke.uri)
     from_mlflow, meta = build.suite_table("smoke", cells, run_dir, smoke.parent.info.run_id, tracking)
@@ -329,14 +330,14 @@ def test_suite_report_from_local_records_equals_the_mlflow_one(smoke: SimpleName
 
 def test_a_failing_plot_only_warns(smoke: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    caplog: pytest.LogCaptureFixture) -> None:
+    from qbench.record import read_record
     from qbench.report import build, plots
-    from qbench.track import records
 
     def broken(table: pd.DataFrame) -> list:
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(plots, "all_plots", broken)
-    cells = [records.read_record(p) for p in (smoke.cwd / "results" / "suites").rglob("record.json")]
+    cells = [read_record(p) for p in (smoke.cwd / "results" / "suites").rglob("record.json")]
     assert build.write_suite_report("smoke", cells, tmp_path / "run-x", tmp_path, None, None) is None
     assert "could not write the suite report: RuntimeError: no fonts" in caplog.text
 
@@ -367,11 +368,13 @@ def test_report_renders_in_headless_chromium(smoke: SimpleNamespace, tmp_path: P
 
 def test_failed_and_skipped_cells_show_their_status(smoke: SimpleNamespace) -> None:
     from qbench.cli.compare import _print_table
+    from qbench.record import read_record
     from qbench.report import compare
-    from qbench.track import query, records
+    from qbench.report.columns import TERMINAL_COLUMNS
+    from qbench.track import query
 
     paths = sorted((smoke.cwd / "results" / "suites" / "smoke").glob("*/run-*/cells/*/record.json"))
-    cells = [records.read_record(p) for p in paths]
+    cells = [read_record(p) for p in paths]
     quantized = next(c for c in cells if c["cell"] == "digits_cnn/w8a8-pc/torch")
     failed = {**quantized, "cell": "digits_cnn/w8a8-pc/torch/t1", "status": "failed", "metrics": {},
               "error": "worker crashed (signal 11)"}
@@ -384,7 +387,7 @@ def test_failed_and_skipped_cells_show_their_status(smoke: SimpleNamespace) -> N
     assert table.loc[[failed["cell"], skipped["cell"]], ["top1", "p50_ms", "speedup"]].isna().all().all()
     assert table.loc[failed["cell"], "note"] == "worker crashed (signal 11)"
     out = io.StringIO()
-    _print_table(table.reset_index(), list(compare.TERMINAL_COLUMNS), {"suite": "smoke"}, file=out)
+    _print_table(table.reset_index(), list(TERMINAL_COLUMNS), {"suite": "smoke"}, file=out)
     text = out.getvalue()
     assert "5 cells: 3 finished, 1 failed, 1 skipped" in text
     assert "skipped digits_cnn/w4a8-pc/torch_int8: 4-bit weights need a 4-bit kernel" in text

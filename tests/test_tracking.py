@@ -10,8 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from qbench.config import TrackingConfig
-from qbench.record import CellResult
-from qbench.track import records
+from qbench.record import CellResult, make_record, write_record
 
 LOCKED = "(sqlite3.OperationalError) database is locked"
 
@@ -21,8 +20,8 @@ def _record(tmp_path: Path) -> tuple[dict, Path]:
                         metrics={"acc.top1": 0.97, "latency.p50_ms": 0.25}, tags={"kernel": "simulated"},
                         started_at="2026-01-02T03:04:05+0000", ended_at="2026-01-02T03:04:25+0000")
     cell_dir = tmp_path / "results" / "runs" / "cell"
-    record = records.make_record(result, {"quant": {"method": "ptq", "weights": {"bits": 8}}}, cell_dir)
-    return record, records.write_record(cell_dir, record)
+    record = make_record(result, {"quant": {"method": "ptq", "weights": {"bits": 8}}}, cell_dir)
+    return record, write_record(cell_dir, record)
 
 
 def _cfg(tmp_path: Path) -> SimpleNamespace:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from qbench.config import paths
-from qbench.zoo.cache import lock_for
+from qbench.storage import cached, write_atomic
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -25,8 +24,10 @@ OUTPUT_NAME = "logits"
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int) -> Path:
     """Export ``model`` (eval mode) with a dynamic batch dimension; written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.onnx")
+    return write_atomic(path, lambda tmp: _export(model, input_shape, tmp, opset), suffix=".onnx")
+
+
+def _export(model: nn.Module, input_shape: tuple[int, ...], tmp: Path, opset: int) -> None:
     example = (torch.zeros(2, *input_shape),)
     batch = torch.export.Dim("batch", min=1, max=4096)
     # the exporter narrates its steps on stdout: keep the worker log readable
@@ -35,8 +36,6 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opse
             model.eval(), example, str(tmp), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), external_data=False, verbose=False,
         )
-    os.replace(tmp, path)
-    return path
 
 
 def cached_reference_export(model_cfg, dataset_cfg, folded_model: Callable[[], nn.Module], input_shape: tuple[int, ...],
@@ -47,9 +46,7 @@ def cached_reference_export(model_cfg, dataset_cfg, folded_model: Callable[[], n
 
     version = torch.__version__.split("+")[0]
     path = paths.cache_dir() / "exports" / f"{reference_key(model_cfg, dataset_cfg)}-opset{opset}-torch{version}.onnx"
-    if path.is_file():
-        return path
-    with lock_for(path.with_suffix("")):
-        if not path.is_file():
-            export_onnx(folded_model(), input_shape, path, opset)
+    if not path.is_file():
+        cached(path, folded_model, lambda model, tmp: _export(model, input_shape, tmp, opset), lambda _: None,
+               suffix=".onnx")
     return path

@@ -159,13 +159,11 @@ class OnnxRuntimeBackend(Backend):
 
 
 def _kernel(method: str, cfg: QBenchConfig, mix: dict[str, float]) -> str:
+    from qbench.measure.opmix import integer_kernel
+
     if method == "none":
         return "fp32"
-    if mix.get("opmix.integer_ops", 0) == 0:
-        return "fp32"
-    label = "int4" if method == "weight_only" else "int8"
-    share = mix.get("opmix.integer_mac_share", mix.get("opmix.integer_op_share", 0.0))
-    return label if share >= 0.9 else "mixed"
+    return integer_kernel(mix, "int4" if method == "weight_only" else "int8")
 
 
 def _session(cfg: QBenchConfig, model_path: Path, workdir: Path) -> tuple[Any, Path]:

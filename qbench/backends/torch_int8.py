@@ -72,7 +72,7 @@ class TorchInt8Backend(Backend):
         return None
 
     def deploy(self, ctx: DeployContext) -> Deployment:
-        from qbench.measure.opmix import torch_op_mix
+        from qbench.measure.opmix import integer_kernel, torch_op_mix
 
         torch.backends.quantized.engine = ctx.cfg.backend.quantized_engine
         method = ctx.cfg.quant.method
@@ -89,11 +89,7 @@ class TorchInt8Backend(Backend):
         tags.update(mix_tags)
         artifact = ctx.workdir / ("model_fp32.pt" if method == "none" else "model_int8.pt")
         torch.save(model.state_dict(), artifact)
-        if method == "none":
-            kernel = "fp32"
-        else:
-            share = metrics.get("opmix.integer_mac_share", metrics.get("opmix.integer_op_share", 0.0))
-            kernel = "int8" if share >= 0.9 else ("mixed" if share > 0 else "fp32")
+        kernel = "fp32" if method == "none" else integer_kernel(metrics)
 
         @torch.inference_mode()
         def run(x: torch.Tensor) -> torch.Tensor:

@@ -8,28 +8,11 @@ one exits 1. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-DEFAULT_URI = "sqlite:///results/mlflow.db"
-DEFAULT_EXPERIMENT = "qbench"
-
-
-class UsageError(Exception):
-    """Bad input or nothing to compare: one line on stderr, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (the dispatcher's convention) instead of usage + exit."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _fail(command: str, message: str) -> int:
-    print(f"qbench {command}: {message}", file=sys.stderr)
-    return 2
+from qbench.cli.common import DEFAULT_EXPERIMENT, DEFAULT_URI, OneLineParser, UsageError, fail
+from qbench.track.uri import NoStore, require_store
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -48,24 +31,16 @@ def _parse(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespa
     try:
         return parser.parse_args(args)
     except UsageError as exc:
-        return _fail(parser.prog.removeprefix("qbench "), str(exc))
+        return fail(parser.prog.removeprefix("qbench "), str(exc))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-
-
-def _require_store(uri: str) -> None:
-    """A local SQLite store must exist: looking into a missing one would create an empty database."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not Path(uri[len(prefix):]).expanduser().is_file():
-        raise UsageError(f"no MLflow store at {uri} (run a suite first: qbench run +suite=NAME, "
-                         f"or point --tracking-uri at the store)")
 
 
 def _suite_run(ns: argparse.Namespace) -> Any:
     """The suite (parent) run to read: ``--run``, else the latest run of ``--suite``."""
     from qbench.track.query import find_suite_run
 
-    _require_store(ns.tracking_uri)
+    require_store(ns.tracking_uri)  # looking into a missing SQLite store would create an empty one
     parent = find_suite_run(ns.tracking_uri, run_id=ns.run, suite=None if ns.run else ns.suite,
                             experiment=None if ns.run else ns.experiment)
     tags = parent.data.tags
@@ -80,16 +55,17 @@ def _run_errors() -> tuple[type[Exception], ...]:
     from qbench.regress.baseline import BaselineError
     from qbench.track.query import NoRunsFound
 
-    return UsageError, BaselineError, NoRunsFound
+    return UsageError, BaselineError, NoRunsFound, NoStore
 
 
 # ---------------------------------------------------------------------------------------------- check
 def cmd_check(args: list[str]) -> int:
     """``qbench check --suite NAME [--run ID]``: compare a suite run with the suite's baseline."""
-    parser = _Parser(prog="qbench check", description="Compare a suite run (default: the latest) with the suite's "
-                     "baseline: accuracy, latency, memory, size and status gates; and check the run's deployment gap "
-                     "(real backends vs their simulation, no baseline needed). Exit 0 pass (warnings allowed), "
-                     "1 regression, 2 usage error / no baseline / no suite run.")
+    parser = OneLineParser(
+        prog="qbench check", description="Compare a suite run (default: the latest) with the suite's baseline: "
+        "accuracy, latency, memory, size and status gates; and check the run's deployment gap (real backends vs "
+        "their simulation, no baseline needed). Exit 0 pass (warnings allowed), 1 regression, 2 usage error / no "
+        "baseline / no suite run.")
     _add_source_options(parser)
     parser.add_argument("--junit", metavar="PATH", type=Path, help="also write JUnit XML (one test case per gate)")
     parser.add_argument("--summary", metavar="PATH", type=Path,
@@ -100,7 +76,7 @@ def cmd_check(args: list[str]) -> int:
     try:
         return _check(ns)
     except _run_errors() as exc:
-        return _fail("check", str(exc))
+        return fail("check", str(exc))
 
 
 def _check(ns: argparse.Namespace) -> int:
@@ -154,7 +130,8 @@ def _check(ns: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- baseline
 def cmd_baseline(args: list[str]) -> int:
     """``qbench baseline update --suite NAME [--run ID]`` | ``qbench baseline show --suite NAME``."""
-    parser = _Parser(prog="qbench baseline", description="Manage suite baselines (suites/baselines/<suite>.json).")
+    parser = OneLineParser(prog="qbench baseline",
+                           description="Manage suite baselines (suites/baselines/<suite>.json).")
     sub = parser.add_subparsers(dest="action", required=True, metavar="{update,show}")
     update = sub.add_parser("update", help="write the baseline from a complete suite run (default: the latest)")
     _add_source_options(update)
@@ -169,7 +146,7 @@ def cmd_baseline(args: list[str]) -> int:
     try:
         return _update(ns) if ns.action == "update" else _show(ns)
     except _run_errors() as exc:
-        return _fail(f"baseline {ns.action}", str(exc))
+        return fail(f"baseline {ns.action}", str(exc))
 
 
 def _update(ns: argparse.Namespace) -> int:

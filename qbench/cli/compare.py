@@ -8,40 +8,30 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from qbench.report import compare
-from qbench.report.compare import ReportError
+from qbench.cli.common import DEFAULT_EXPERIMENT, DEFAULT_URI, OneLineParser, UsageError, fail
+from qbench.report import columns, compare
+from qbench.report.columns import ReportError
+from qbench.track.uri import NoStore, require_store
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_URI = "sqlite:///results/mlflow.db"
-DEFAULT_EXPERIMENT = "qbench"
 FORMATS = ("table", "md", "csv", "html")
 _SUFFIX_FORMATS = {".md": "md", ".markdown": "md", ".csv": "csv", ".html": "html", ".htm": "html", ".txt": "table"}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (raised, so the command prints them its own way)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ReportError(message)
-
-
-def _fail(command: str, message: str) -> int:
-    print(f"qbench {command}: {message}", file=sys.stderr)
-    return 2
+# what a command reports in one line, exit 2
+_BAD_INPUT = (UsageError, ReportError, NoStore)
 
 
 # -------------------------------------------------------------------------------------------- compare
 def compare_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="qbench compare",
         description="Compare the cells of a suite run (default: the latest one) read back from MLflow.",
         epilog='examples:  qbench compare --suite vision --where "acc_pct_fp32 >= 99" --sort speedup\n'
                "           qbench compare --format html --out report.html\n"
-               + textwrap.fill(f"columns: {', '.join(compare.ALL_COLUMNS)}", 100, subsequent_indent="  "),
+               + textwrap.fill(f"columns: {', '.join(columns.ALL_COLUMNS)}", 100, subsequent_indent="  "),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     select = parser.add_argument_group("selection (default: the latest suite run of the experiment)")
     select.add_argument("--run-id", help="suite (parent) run id")
@@ -64,15 +54,6 @@ def compare_parser() -> argparse.ArgumentParser:
     output.add_argument("--reverse", action="store_true", help="reverse the --sort order")
     output.add_argument("--plots", type=Path, metavar="DIR", help="also write the plots (PNG) into DIR")
     return parser
-
-
-def _check_store(uri: str) -> None:
-    from qbench.report.ui import store_path
-
-    path = store_path(uri)
-    if path is not None and not path.is_file():
-        raise ReportError(f"no MLflow store at {path} (run a suite first: qbench run +suite=smoke, or pass "
-                          "--tracking-uri)")
 
 
 def _choices(uri: str, experiment: str) -> str:
@@ -125,12 +106,12 @@ def _print_table(table: pd.DataFrame, keys: list[str], meta: dict[str, str], fil
 def run_compare(ns: argparse.Namespace) -> int:
     from qbench.track import query
 
-    _check_store(ns.tracking_uri)
+    require_store(ns.tracking_uri)
     fmt = ns.format or (_SUFFIX_FORMATS.get(ns.out.suffix.lower(), "table") if ns.out else "table")
-    default_keys = {"table": compare.TERMINAL_COLUMNS, "html": compare.REPORT_COLUMNS}.get(fmt, compare.ALL_COLUMNS)
+    default_keys = {"table": columns.TERMINAL_COLUMNS, "html": columns.REPORT_COLUMNS}.get(fmt, columns.ALL_COLUMNS)
     if ns.all_runs and fmt == "table":
         default_keys = ("suite", *default_keys)
-    keys = compare.select_columns(ns.columns, default_keys)
+    keys = columns.select_columns(ns.columns, default_keys)
     compare.parse_where(ns.where)  # bad filters and sort keys fail before MLflow is read
     if ns.sort:
         compare.check_sort_key(ns.sort)
@@ -190,13 +171,13 @@ def cmd_compare(args: list[str]) -> int:
     """``qbench compare``: exit 0; 2 on bad input or nothing to compare; 1 when MLflow cannot be read."""
     try:
         return run_compare(compare_parser().parse_args(args))
-    except ReportError as exc:
-        return _fail("compare", str(exc))
+    except _BAD_INPUT as exc:
+        return fail("compare", str(exc))
 
 
 # ------------------------------------------------------------------------------------------------- ui
 def ui_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qbench ui", description="Serve the MLflow UI for the local store on 127.0.0.1 "
+    parser = OneLineParser(prog="qbench ui", description="Serve the MLflow UI for the local store on 127.0.0.1 "
                      "until Ctrl-C.")
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--tracking-uri", default=DEFAULT_URI, help="local store (default: %(default)s)")
@@ -212,5 +193,5 @@ def cmd_ui(args: list[str]) -> int:
         if not 0 < ns.port < 65536:
             raise ReportError(f"--port {ns.port}: must be in 1..65535")
         return ui.serve(ns.tracking_uri, ns.port)
-    except ReportError as exc:
-        return _fail("ui", str(exc))
+    except _BAD_INPUT as exc:
+        return fail("ui", str(exc))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch.utils.data import TensorDataset
 from qbench.config import paths
 from qbench.data.splits import DataSplits
 from qbench.data.transforms import to_model_input
+from qbench.storage import cached
 from qbench.zoo.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 log = logging.getLogger("qbench.data")
@@ -86,21 +86,12 @@ def _decode(samples: list[tuple[Path, int]], preprocess: Preprocess) -> tuple[Te
 
 
 def load_imagefolder_splits(cfg: Any, preprocess: Preprocess) -> DataSplits:
-    from qbench.zoo.cache import lock_for
-
     key_data = {k: getattr(cfg, k) for k in ("root", "split", "calibration_split", "class_index", "split_seed",
                                              "calibration_size", "evaluation_size")}
     key = hashlib.sha256(json.dumps([key_data, asdict(preprocess)], sort_keys=True, default=str).encode()).hexdigest()
     cache = paths.cache_dir() / "data" / f"imagefolder-{key[:16]}.pt"
-    with lock_for(cache.with_suffix("")):
-        if cache.is_file():
-            blob = torch.load(cache, weights_only=False)  # qbench's own cache of decoded tensors
-        else:
-            blob = _build(cfg, preprocess)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-            torch.save(blob, tmp)
-            os.replace(tmp, cache)
+    # qbench's own cache of decoded tensors, not user input
+    blob, _ = cached(cache, lambda: _build(cfg, preprocess), torch.save, lambda p: torch.load(p, weights_only=False))
     return DataSplits(train=None, calibration=blob["calibration"], evaluation=blob["evaluation"],
                       num_classes=blob["num_classes"], input_shape=preprocess.input_shape,
                       notes={"data.unreadable_images": float(blob["unreadable"])})

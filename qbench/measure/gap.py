@@ -13,12 +13,13 @@ judge through :func:`deployment_gap`. Importable without torch (reports and chec
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from qbench.config import CheckConfig
+from qbench.measure.opmix import MIN_INTEGER_SHARE, integer_share
+from qbench.metrics import as_number
 
 # x86 ISA flags (as env.cpu.isa lists them) with an int8 dot product that accumulates u8×s8 in int32 directly
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
@@ -27,9 +28,6 @@ X86_INT8_FLAGS = frozenset({"avx2", "avx512bw", "avx512f"})
 # int8.path values (set by the backends) whose products cannot saturate in int16
 SAFE_INT8_PATHS = frozenset({"u8s8_reduce_range", "u8u8"})
 INTEGER_KERNELS = frozenset({"int8", "mixed"})
-# below this share of MACs (or compute ops) in integer kernels, the op mix is named as a cause (the same cut
-# as qbench.measure.opmix.verdict's "integer")
-MIN_INTEGER_SHARE = 0.9
 # the metrics and tags a verdict reads (snapshots and tests keep exactly these)
 METRICS = ("acc.top1", "acc.top1_simulated", "acc.gap_top1", "acc.agreement_simulated", "acc.sqnr_vs_simulated_db",
            "opmix.integer_mac_share", "opmix.integer_op_share")
@@ -75,14 +73,6 @@ class GapVerdict:
         return f"{self.figures}; flagged: {', '.join(self.breaches)}; likely cause: {self.cause}"
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) and value.strip() not in ("nan", "None") else ""
 
@@ -115,9 +105,8 @@ def likely_cause(metrics: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
         if target_vnni != host_vnni:
             causes.append(f"the simulation targeted quant.target_isa={target} but the cell ran on a CPU "
                           f"{'with' if host_vnni else 'without'} VNNI (env.cpu.isa={isa_text})")
-    share, basis = _number(metrics.get("opmix.integer_mac_share")), "MACs"
-    if share is None:
-        share, basis = _number(metrics.get("opmix.integer_op_share")), "compute ops"
+    # below the share that makes a kernel "int8", the op mix is named as a cause
+    share, basis = integer_share(metrics)
     if share is not None and share < MIN_INTEGER_SHARE:
         ops = _text(tags.get("opmix.ops"))
         causes.append(f"op mix: only {share:.0%} of {basis} run in integer kernels" + (f" ({ops})" if ops else ""))
@@ -132,9 +121,9 @@ def deployment_gap(metrics: Mapping[str, Any], tags: Mapping[str, Any],
     ``metrics``/``tags`` are a cell's (record or MLflow run); ``settings`` defaults to :class:`CheckConfig`'s.
     Cells without simulation figures (FP32, simulated kernels, user ONNX models) are never flagged."""
     settings = settings or CheckConfig()
-    top1_sim = _number(metrics.get("acc.top1_simulated"))
-    gap = _number(metrics.get("acc.gap_top1"))
-    agreement = _number(metrics.get("acc.agreement_simulated"))
+    top1_sim = as_number(metrics.get("acc.top1_simulated"))
+    gap = as_number(metrics.get("acc.gap_top1"))
+    agreement = as_number(metrics.get("acc.agreement_simulated"))
     kernel = _text(tags.get("kernel"))
     if kernel in ("simulated", "fp32") or (top1_sim is None and gap is None and agreement is None):
         return GapVerdict(checked=False)
@@ -145,16 +134,16 @@ def deployment_gap(metrics: Mapping[str, Any], tags: Mapping[str, Any],
         breaches.append(f"gap below -{max_gap:g} pt")
     if agreement is not None and agreement < min_agreement - _EPS:
         breaches.append(f"agreement below {min_agreement * 100:g} %")
-    return GapVerdict(checked=True, flagged=bool(breaches), top1=_number(metrics.get("acc.top1")),
+    return GapVerdict(checked=True, flagged=bool(breaches), top1=as_number(metrics.get("acc.top1")),
                       top1_simulated=top1_sim, gap_pt=gap_pt, agreement=agreement,
-                      sqnr_db=_number(metrics.get("acc.sqnr_vs_simulated_db")), breaches=tuple(breaches),
+                      sqnr_db=as_number(metrics.get("acc.sqnr_vs_simulated_db")), breaches=tuple(breaches),
                       cause=likely_cause(metrics, tags) if breaches else "")
 
 
 def split_row(row: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The metrics and tags a verdict reads, from an MLflow-shaped row (``metrics.*``, ``tags.*`` columns, as
     :mod:`qbench.track.query` builds them); missing and NaN values are left out."""
-    metrics = {k: v for k in METRICS if (v := _number(row.get(f"metrics.{k}"))) is not None}
+    metrics = {k: v for k in METRICS if (v := as_number(row.get(f"metrics.{k}"))) is not None}
     tags = {k: v for k in TAGS if (v := _text(row.get(f"tags.{k}")))}
     if not tags.get("kernel") and _text(row.get("kernel")):
         tags["kernel"] = _text(row.get("kernel"))

@@ -4,16 +4,28 @@ An "int8" model whose convolutions still run in float (unsupported pattern, a mi
 quantization that only covers MatMul) is not faster; this is how qbench says so. Shares are reported by
 operator count and, where a node can be mapped to a layer (by its weight/bias initializer names, which
 qbench's exports keep), by multiply-accumulates.
+
+The rule that names a deployed model's kernel from its op mix (:func:`integer_kernel`) is read by the
+backends, and its cut (:data:`MIN_INTEGER_SHARE`) by the deployment-gap verdict: importable without torch.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from qbench.metrics import as_number
 
-from qbench.measure.opcount import LayerCount
+if TYPE_CHECKING:
+    from torch import nn
+
+    from qbench.measure.opcount import LayerCount
+
+# a model runs "in integer kernels" (kernel int8/int4, verdict "integer") from this share of its MACs (of its
+# compute ops when no MACs could be mapped) on; below it, it is "mixed"
+MIN_INTEGER_SHARE = 0.9
 
 # ONNX Runtime compute operators, by the precision of their arithmetic
 ORT_INTEGER_OPS = {
@@ -55,11 +67,31 @@ def _metrics(kinds: list[tuple[str, bool, bool, int | None]], total_macs: int) -
     return out
 
 
+def integer_share(metrics: Mapping[str, Any]) -> tuple[float | None, str]:
+    """The share of the work in integer kernels and its basis: of MACs where known, else of compute ops;
+    (None, "") when the op mix was not measured."""
+    for name, basis in (("opmix.integer_mac_share", "MACs"), ("opmix.integer_op_share", "compute ops")):
+        share = as_number(metrics.get(name))
+        if share is not None:
+            return share, basis
+    return None, ""
+
+
+def integer_kernel(metrics: Mapping[str, Any], label: str = "int8") -> str:
+    """The ``kernel`` of a quantized deployment from its op mix: ``label`` (int8, int4) when at least
+    :data:`MIN_INTEGER_SHARE` of the work runs in integer kernels, ``mixed`` when less does, ``fp32`` when the
+    deployed graph has no integer kernel at all."""
+    if not metrics.get("opmix.integer_ops"):
+        return "fp32"
+    share, _ = integer_share(metrics)
+    return label if (share or 0.0) >= MIN_INTEGER_SHARE else "mixed"
+
+
 def verdict(metrics: dict[str, float]) -> str:
     """One line for humans: how much of the work is integer."""
-    share = metrics.get("opmix.integer_mac_share", metrics.get("opmix.integer_op_share", 0.0))
-    basis = "MACs" if "opmix.integer_mac_share" in metrics else "compute ops"
-    if share >= 0.9:
+    share, basis = integer_share(metrics)
+    share = share or 0.0
+    if share >= MIN_INTEGER_SHARE:
         return f"integer: {share:.0%} of {basis} in integer kernels"
     if share > 0:
         return f"partly integer: {share:.0%} of {basis} in integer kernels, the rest in float"
@@ -93,6 +125,8 @@ def onnx_op_mix(model_path: Path, layers: dict[str, LayerCount]) -> tuple[dict[s
 
 def torch_op_mix(model: nn.Module, layers: dict[str, LayerCount]) -> tuple[dict[str, float], dict[str, str]]:
     """Op mix of a torch module tree: quantized (torch.ao.nn.quantized*) vs float Conv/Linear modules."""
+    from torch import nn
+
     kinds = []
     counter: Counter[str] = Counter()
     for name, module in model.named_modules():

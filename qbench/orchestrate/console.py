@@ -1,5 +1,6 @@
 """A suite's terminal side: live progress while cells run, then the summary table (terminal, CSV,
-markdown) with deltas and speed-ups against the FP32 reference measured in the same suite run."""
+markdown) with deltas and speed-ups against the FP32 reference measured in the same suite run (chosen by
+:mod:`qbench.track.reference`, as ``qbench compare`` and ``qbench check`` choose it)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from rich.table import Table
 
 from qbench.config import CheckConfig
 from qbench.measure.gap import deployment_gap
-from qbench.track import records
+from qbench.metrics import metric
+from qbench.record import RECORD_NAME, read_record
+from qbench.track import reference
 
 if TYPE_CHECKING:
     from qbench.orchestrate.suite import PlannedCell
@@ -71,35 +74,35 @@ def print_plan(name: str, planned: list[PlannedCell]) -> None:
 # ------------------------------------------------------------------------------------------- summary
 def collect(planned: list[PlannedCell], run_dir: Path) -> list[dict[str, Any]]:
     """The record of every planned cell in this suite run (a missing one counts as failed)."""
+    from qbench import config as qconfig
     from qbench.orchestrate.suite import cell_dir
 
     out = []
     for cell in planned:
-        path = cell_dir(run_dir, cell.name, cell.cell_hash) / records.RECORD_NAME
+        path = cell_dir(run_dir, cell.name, cell.cell_hash) / RECORD_NAME
         try:
-            record = records.read_record(path)
+            record = dict(read_record(path))
         except (OSError, ValueError):
             record = {"status": "failed", "cell": cell.name, "cell_hash": cell.cell_hash, "metrics": {}, "tags": {},
+                      "config": qconfig.cell_config_dict(cell.cfg_node),
                       "error": "no record was written (launcher or orchestrator failure)"}
-        record["_group"] = cell.group_key()
         record["_auto_reference"] = cell.auto_reference
         out.append(record)
     return out
 
 
 def summary_frame(cells: list[dict[str, Any]], settings: CheckConfig | None = None) -> pd.DataFrame:
-    """One row per cell: status, kernel, top-1, delta vs the suite's FP32 cell, p50, speed-up, flags (``gap``:
-    deployed far below its simulation, judged with the suite's ``settings``) and why a cell was flagged."""
-    references = {c["_group"]: c for c in cells if c.get("config", {}).get("quant", {}).get("method") == "none"
-                  and c["status"] == "finished"}
+    """One row per cell: status, kernel, top-1, delta vs its FP32 reference in this suite run, p50, speed-up,
+    flags (``gap``: deployed far below its simulation, judged with the suite's ``settings``), why a cell was
+    flagged, and which cell its reference is (``fp32_cell``; ``_fp32_cell_hash``, not written to the summary
+    files, tells two cells of one name apart)."""
+    chosen = reference.assign_references([reference.record_candidate(c) for c in cells])
     rows = []
-    for c in cells:
+    for c, index in zip(cells, chosen, strict=True):
         m, t = c.get("metrics", {}), c.get("tags", {})
-        ref = references.get(c["_group"])
-        rm = ref["metrics"] if ref else {}
+        ref = cells[index] if index is not None else None
         kernel = t.get("kernel", "")
-        p50, ref_p50 = m.get("latency.p50_ms"), rm.get("latency.p50_ms")
-        speedup = ref_p50 / p50 if p50 and ref_p50 else None
+        relative = reference.relative_figures(m, kernel, ref["metrics"] if ref else None)
         note = c.get("error") or ""
         if t.get("latency.unstable") == "true":
             note = (note + "; " if note else "") + "latency unstable"
@@ -112,33 +115,33 @@ def summary_frame(cells: list[dict[str, Any]], settings: CheckConfig | None = No
         rows.append({
             "cell": c["cell"], "status": c["status"], "kernel": kernel,
             "top1": m.get("acc.top1"),
-            "delta_fp32_pt": (m["acc.top1"] - rm["acc.top1"]) * 100 if "acc.top1" in m and "acc.top1" in rm else None,
-            "p50_ms": p50,
-            # simulated (fake-quant) latency is float latency: no speed-up is claimed from it
-            "speedup": speedup if kernel not in ("simulated",) else None,
+            "delta_fp32_pt": relative["delta_top1_pt"],
+            "p50_ms": m.get("latency.p50_ms"),
+            "speedup": relative["speedup"],  # none for simulated kernels: their latency is float latency
             "flags": "gap" if flagged else "",
             "note": note,
             "flag_detail": verdict.explanation if verdict is not None and flagged else "",
+            "fp32_cell": ref["cell"] if ref else None,
+            "_fp32_cell_hash": ref.get("cell_hash") if ref else None,
         })
     return pd.DataFrame(rows)
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "—" if value is None or pd.isna(value) else format(value, spec)
+# the summary's figures: its column and the catalog metric that labels and formats it
+SUMMARY_FIGURES = (("top1", "acc.top1"), ("delta_fp32_pt", "delta_top1_pt"), ("p50_ms", "latency.p50_ms"),
+                   ("speedup", "speedup"))
 
 
 def print_summary(name: str, frame: pd.DataFrame, elapsed_s: float | None) -> None:
+    figures = [(column, metric(figure)) for column, figure in SUMMARY_FIGURES]
     table = Table(title=f"suite {name}", header_style="bold")
-    for col, justify in (("cell", "left"), ("status", "left"), ("kernel", "left"), ("top-1 %", "right"),
-                         ("Δ FP32 pt", "right"), ("p50 ms", "right"), ("speed-up", "right"), ("flags", "left"),
-                         ("note", "left")):
+    for col, justify in (("cell", "left"), ("status", "left"), ("kernel", "left"),
+                         *((m.label, "right") for _, m in figures), ("flags", "left"), ("note", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     colors = {"finished": "green", "failed": "red", "skipped": "yellow"}
     for row in frame.itertuples():
-        table.add_row(row.cell, f"[{colors.get(row.status, 'white')}]{row.status}[/]", row.kernel,
-                      _fmt(row.top1 * 100 if row.top1 is not None and not pd.isna(row.top1) else None, ".2f"),
-                      _fmt(row.delta_fp32_pt, "+.2f"), _fmt(row.p50_ms, ".3f"),
-                      _fmt(row.speedup, ".2f") + ("x" if row.speedup is not None and not pd.isna(row.speedup) else ""),
+        shown = [m.show(getattr(row, column)) for column, m in figures]
+        table.add_row(row.cell, f"[{colors.get(row.status, 'white')}]{row.status}[/]", row.kernel, *shown,
                       f"[bold red]{GAP_MARK}[/]" if row.flags == "gap" else "", row.note[:120])
     console.print(table)
     counts = frame["status"].value_counts().to_dict()
@@ -164,8 +167,9 @@ def finish_suite(name: str, planned: list[PlannedCell], run_dir: Path, state: di
         console.print(f"[yellow]{unsynced} record(s) are not in MLflow (tracking server unreachable?); they are kept "
                       f"in {run_dir} - run `qbench sync` when the server is back[/yellow]")
     run_dir.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(run_dir / "summary.csv", index=False)
-    (run_dir / "summary.md").write_text(frame.to_markdown(index=False, floatfmt=".4g"))
+    shown = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
+    shown.to_csv(run_dir / "summary.csv", index=False)
+    (run_dir / "summary.md").write_text(shown.to_markdown(index=False, floatfmt=".4g"))
     parent = state.get("parent_run_id")
     if parent and tracking is not None and tracking.enabled:
         from qbench.track.mlflow_tracker import client_for

@@ -22,8 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qbench import config as qconfig
 from qbench.config.threads import PARENT_PID_ENV, worker_env
-from qbench.record import CellResult
-from qbench.track import records
+from qbench.record import CellResult, make_record, write_record
 
 log = logging.getLogger("qbench")
 
@@ -123,20 +122,21 @@ def track(record: dict[str, Any], record_path: Path, cfg: qconfig.QBenchConfig, 
     """Log the record to MLflow and mark it synced; on failure keep it local and say how to sync."""
     if not cfg.tracking.enabled:
         return
-    from qbench.track.mlflow_tracker import log_record, resolve_uri
+    from qbench.track.mlflow_tracker import log_record
+    from qbench.track.uri import resolve_uri
 
     try:
         run_id = _with_retries(lambda: log_record(record, cfg.tracking, Path(cfg.results_dir), parent_run_id))
     except Exception as exc:  # a down server must not lose the result: it stays in the local record
         record["tracking"].update(synced=False, error=qconfig.one_line(exc)[:500])
-        records.write_record(record_path.parent, record)
+        write_record(record_path.parent, record)
         log.warning("MLflow logging failed (%s); the record is kept in %s", qconfig.one_line(exc)[:200], record_path)
         return
     record["tracking"].update(
         synced=True, run_id=run_id, uri=resolve_uri(cfg.tracking.uri), experiment=cfg.tracking.experiment,
         parent_run_id=parent_run_id, error=None,
     )
-    records.write_record(record_path.parent, record)
+    write_record(record_path.parent, record)
 
 
 def _with_retries(call: Callable[[], str], attempts: int = 5) -> str:
@@ -181,11 +181,11 @@ def run_cell_job(
             result.metrics["time.worker_wall_s"] = time.perf_counter() - t0
         except RuntimeError as exc:
             result = CellResult(status="failed", cell=qconfig.cell_name(cfg), cell_hash=cell_hash, error=str(exc))
-    record = records.make_record(result, config, cell_dir, suite)
+    record = make_record(result, config, cell_dir, suite)
     record["tracking"]["parent_run_id"] = parent_run_id
-    record_path = records.write_record(cell_dir, record)
+    record_path = write_record(cell_dir, record)
     t0 = time.perf_counter()
     track(record, record_path, cfg, parent_run_id)
     record["orchestrator"] = {"tracking_s": time.perf_counter() - t0}
-    records.write_record(cell_dir, record)
+    write_record(cell_dir, record)
     return CellOutcome(record, record_path)

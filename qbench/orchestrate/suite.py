@@ -6,7 +6,7 @@ which sets ``hydra.mode: MULTIRUN`` and the grid in ``hydra.sweeper.params``. Th
 
 1. expands the grid like Hydra's basic sweeper (command-line overrides narrow or extend it),
 2. composes and validates *every* cell before running any (a bad value stops the suite, exit 2),
-3. adds the FP32 reference of each (model, dataset, backend, measure) group when the grid lacks it,
+3. adds the FP32 reference of each group of cells (:func:`qbench.track.reference.group_key`) that lacks one,
 4. records cells the backend cannot run as ``skipped`` with the reason,
 5. trains the reference models once, up front (file-locked cache); the cells of a model that fails to train
    are recorded as failed and the others run,
@@ -31,8 +31,10 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qbench import config as qconfig
-from qbench.record import CellResult, write_json_atomic
-from qbench.track import records
+from qbench.record import RECORD_NAME, CellResult, make_record, read_record, write_record
+from qbench.storage import write_json_atomic
+from qbench.track.mlflow_tracker import run_params
+from qbench.track.reference import QUANTIZED_ONLY_KEYS, GroupKey, group_key
 
 log = logging.getLogger("qbench.suite")
 _INTERNAL_KEYS = ("suite.run_dir", "suite.parent_run_id", "resume")
@@ -54,13 +56,9 @@ class PlannedCell:
     def is_reference(self) -> bool:
         return self.cfg.quant.method == "none"
 
-    def group_key(self) -> tuple[str, ...]:
-        """Cells compared with the same FP32 reference: same model, data, backend and measurement."""
-        c = self.cfg
-        return (json.dumps(OmegaConf.to_container(self.cfg_node.model, resolve=True), sort_keys=True),
-                json.dumps(OmegaConf.to_container(self.cfg_node.dataset, resolve=True), sort_keys=True),
-                c.backend.name, c.backend.device,
-                json.dumps(OmegaConf.to_container(self.cfg_node.measure, resolve=True), sort_keys=True))
+    def group_key(self) -> GroupKey:
+        """Cells compared with the same FP32 reference (the rule of :mod:`qbench.track.reference`)."""
+        return group_key(run_params(qconfig.cell_config_dict(self.cfg_node)))
 
 
 # ------------------------------------------------------------------------------------------- grid
@@ -80,11 +78,12 @@ def expand_grid(params: dict[str, str] | None, arguments: list[str]) -> list[lis
 
 def _is_quant_override(override: str) -> bool:
     key = override.split("=", 1)[0].lstrip("+~")
-    return key == "quant" or key.startswith("quant.")
+    return key == "quant" or key.startswith("quant.") or key in QUANTIZED_ONLY_KEYS
 
 
 def reference_overrides(overrides: list[str]) -> list[str]:
-    """The FP32 reference of a cell: the same overrides without the scheme's, plus quant=fp32."""
+    """The FP32 reference of a cell: the same overrides without the scheme's (and without the backend options
+    that only quantized models read), plus quant=fp32."""
     return [o for o in overrides if not _is_quant_override(o)] + ["quant=fp32"]
 
 
@@ -132,11 +131,11 @@ def cell_dir(run_dir: Path, name: str, cell_hash: str) -> Path:
 
 
 def finished_record(run_dir: Path, name: str, cell_hash: str) -> dict[str, Any] | None:
-    path = cell_dir(run_dir, name, cell_hash) / records.RECORD_NAME
+    path = cell_dir(run_dir, name, cell_hash) / RECORD_NAME
     if not path.is_file():
         return None
     try:
-        record = records.read_record(path)
+        record = read_record(path)
     except (OSError, json.JSONDecodeError):
         return None
     return record if record.get("status") in ("finished", "skipped") else None
@@ -186,7 +185,7 @@ class SuiteSweeper(Sweeper):
         """All cells of the grid, validated, with FP32 references added, de-duplicated, references first."""
         cells = [self._plan_cell(job) for job in expand_grid(self.params, arguments)]
         _check_files(cells)
-        groups: dict[tuple[str, ...], list[PlannedCell]] = {}
+        groups: dict[GroupKey, list[PlannedCell]] = {}
         for cell in cells:
             groups.setdefault(cell.group_key(), []).append(cell)
         for members in list(groups.values()):
@@ -276,7 +275,7 @@ class SuiteSweeper(Sweeper):
                 except Exception as exc:  # a launcher failure fails its cells, not the suite
                     log.warning("launcher failed for %d cell(s): %s", len(batch), qconfig.one_line(exc)[:300])
                 for cell in batch:  # a job that died without a record (launcher, node, pickling) is recorded
-                    if not cell_dir(run_dir, cell.name, cell.cell_hash).joinpath(records.RECORD_NAME).is_file():
+                    if not cell_dir(run_dir, cell.name, cell.cell_hash).joinpath(RECORD_NAME).is_file():
                         _record_without_worker(cell, run_dir, name, parent_run_id, "failed",
                                                "the launcher's job ended without a record (see the launcher's log)")
                 progress.finished(batch)
@@ -378,8 +377,8 @@ def _record_without_worker(cell: PlannedCell, run_dir: Path, suite: str, parent_
     directory = cell_dir(run_dir, cell.name, cell.cell_hash)
     result = CellResult(status=status, cell=cell.name, cell_hash=cell.cell_hash, error=error,
                         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    record = records.make_record(result, qconfig.cell_config_dict(cell.cfg_node), directory, {"name": suite})
-    path = records.write_record(directory, record)
+    record = make_record(result, qconfig.cell_config_dict(cell.cfg_node), directory, {"name": suite})
+    path = write_record(directory, record)
     track(record, path, cell.cfg, parent_run_id)
 
 

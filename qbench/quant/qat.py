@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from qbench.config import TrainRecipe, paths
 from qbench.quant.simulate import quantized_layers
+from qbench.storage import cached
 from qbench.zoo.training import train
 
 # Bump when QAT code changes what it trains (invalidates cached QAT models), like the reference models'
@@ -51,20 +51,14 @@ def cached_qat(model: nn.Module, splits: DataSplits, quant: QuantConfig, referen
     """QAT of ``model`` once per (reference model, scheme): later cells load the trained simulated model."""
     if reference_key is None:
         return model, quantization_aware_training(model, splits, quant)
-    from qbench.zoo.cache import lock_for
-
     # training runs with exact integer arithmetic: the emulated target ISA does not change what is trained
     trained_scheme = {k: v for k, v in asdict(quant).items() if k != "target_isa"}
     scheme = hashlib.sha256(json.dumps(trained_scheme, sort_keys=True).encode()).hexdigest()[:12]
     path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}-v{QAT_CODE_VERSION}.pt"
-    with lock_for(path.with_suffix("")):
-        if path.is_file():
-            # qbench's own cache file (a pickled module with its QuantizedTensors), not user input
-            loaded = torch.load(path, weights_only=False)
-            return loaded["model"], {**loaded["stats"], "qat.cached": 1.0}
-        stats = quantization_aware_training(model, splits, quant)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save({"model": model, "stats": stats}, tmp)
-        os.replace(tmp, path)
-    return model, {**stats, "qat.cached": 0.0}
+
+    def build() -> dict[str, Any]:
+        return {"model": model, "stats": quantization_aware_training(model, splits, quant)}
+
+    # qbench's own cache file (a pickled module with its QuantizedTensors), not user input
+    blob, hit = cached(path, build, torch.save, lambda p: torch.load(p, weights_only=False))
+    return blob["model"], {**blob["stats"], "qat.cached": float(hit)}

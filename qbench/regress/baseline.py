@@ -14,7 +14,6 @@ name (``qbench.cell``), not by hash: an override that changes no label keeps the
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -26,7 +25,10 @@ import pandas as pd
 from qbench import __version__
 from qbench.config import CheckConfig, one_line, paths
 from qbench.measure import gap
-from qbench.record import write_json_atomic
+from qbench.metrics import as_number
+from qbench.regress.gates import GATED_RESOURCES
+from qbench.storage import write_json_atomic
+from qbench.track.uri import public_uri
 
 SCHEMA_VERSION = 1
 BASELINES_ENV = "QBENCH_BASELINES_DIR"
@@ -34,8 +36,6 @@ BASELINES_ENV = "QBENCH_BASELINES_DIR"
 # Mann-Whitney test, at a bounded file size)
 MAX_SAMPLES = 1000
 _ACCURACY = ("top1", "top5", "agreement_fp32")
-_MEMORY = ("peak_rss_inference_mb", "peak_rss_load_mb")
-_SIZE = ("artifact_bytes", "packed_model_bytes")
 _HOST_TAGS = {"host": "env.host", "cpu": "env.cpu.model", "isa": "env.cpu.isa",
               "physical_cores": "env.cpu.physical_cores", "torch": "env.version.torch",
               "onnxruntime": "env.version.onnxruntime", "cuda": "env.cuda"}
@@ -100,16 +100,8 @@ def check_settings(suite: str) -> CheckConfig:
 
 
 # ------------------------------------------------------------------------------------------ snapshots
-def _num(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _int(value: Any) -> int | None:
-    number = _num(value)
+    number = as_number(value)
     return None if number is None else int(number)
 
 
@@ -127,7 +119,7 @@ def latency_is_gated(row: pd.Series | dict[str, Any]) -> bool:
     """FP32 cells (their own p50) and quantized cells with a real speed-up; not simulated kernels, whose
     latency is float latency plus fake-quant overhead."""
     finished = row.get("status") == "finished"
-    return finished and (row.get("params.quant.method") == "none" or _num(row.get("speedup")) is not None)
+    return finished and (row.get("params.quant.method") == "none" or as_number(row.get("speedup")) is not None)
 
 
 def cell_snapshot(row: pd.Series | dict[str, Any], samples: np.ndarray | None = None,
@@ -135,7 +127,10 @@ def cell_snapshot(row: pd.Series | dict[str, Any], samples: np.ndarray | None = 
     """The figures the gates read, from one row of :func:`qbench.track.query.with_fp32_comparisons`
     (``fp32_unstable``: the FP32 cell this cell's speed-up is computed against was tagged unstable)."""
     def metric(name: str) -> float | None:
-        return _num(row.get(f"metrics.{name}"))
+        return as_number(row.get(f"metrics.{name}"))
+
+    def relative(name: str) -> float | None:  # a figure of (or relative to) the FP32 reference
+        return as_number(row.get(name))
 
     return {
         "status": row.get("status"),
@@ -149,14 +144,13 @@ def cell_snapshot(row: pd.Series | dict[str, Any], samples: np.ndarray | None = 
         "host_id": row.get("tags.env.host_id") if isinstance(row.get("tags.env.host_id"), str) else None,
         "qbench_version": row.get("tags.env.qbench") if isinstance(row.get("tags.env.qbench"), str) else None,
         "unstable": row.get("tags.latency.unstable") == "true",
-        "accuracy": {**{k: metric(f"acc.{k}") for k in _ACCURACY}, "fp32_top1": _num(row.get("fp32_top1")),
-                     "delta_top1_pt": _num(row.get("delta_top1_pt")), "acc_pct_fp32": _num(row.get("acc_pct_fp32"))},
+        "accuracy": {**{k: metric(f"acc.{k}") for k in _ACCURACY}, "fp32_top1": relative("fp32_top1"),
+                     "delta_top1_pt": relative("delta_top1_pt"), "acc_pct_fp32": relative("acc_pct_fp32")},
         "latency": {"p50_ms": metric("latency.p50_ms"), "p99_ms": metric("latency.p99_ms"),
-                    "n": _int(metric("latency.n")), "fp32_p50_ms": _num(row.get("fp32_p50_ms")),
-                    "speedup": _num(row.get("speedup")), "fp32_unstable": fp32_unstable,
+                    "n": _int(metric("latency.n")), "fp32_p50_ms": relative("fp32_p50_ms"),
+                    "speedup": relative("speedup"), "fp32_unstable": fp32_unstable,
                     "samples_ms": compact_samples(samples)},
-        "memory": {k: metric(f"memory.{k}") for k in _MEMORY},
-        "size": {k: metric(f"size.{k}") for k in _SIZE},
+        **{group: {k: metric(f"{group}.{k}") for k in keys} for group, keys in GATED_RESOURCES.items()},
         "deployment": _deployment(row),
     }
 
@@ -173,6 +167,11 @@ def _most_common(values: pd.Series) -> Any:
     return values.mode().iloc[0] if not values.empty else None
 
 
+def _hash(row: pd.Series) -> str:
+    value = row.get("tags.qbench.cell_hash")
+    return value if isinstance(value, str) else ""
+
+
 def run_snapshot(uri: str, parent: Any, *, with_samples: bool = True) -> dict[str, Any]:
     """Snapshot of the suite run ``parent`` (an MLflow run): one entry per cell name (the latest child run of
     each name: a resumed suite re-logs the cells it re-runs)."""
@@ -182,16 +181,19 @@ def run_snapshot(uri: str, parent: Any, *, with_samples: bool = True) -> dict[st
     frame = query.cell_runs(uri, parent.info.run_id)
     if frame.empty:
         raise BaselineError(f"suite run {parent.info.run_id} has no cell runs")
+    # every cell's reference is found among all the run's cells (its latest run each) before cells are keyed by
+    # name: two cells of one name (a sweep over a key the name leaves out) must not lose their references
+    frame = query.with_fp32_comparisons(query.latest_per_cell(frame))
     if "start_time" in frame.columns:
         frame = frame.sort_values("start_time")
-    frame = query.with_fp32_comparisons(frame.drop_duplicates("cell", keep="last"))
-    tags = parent.data.tags
-    run_dir = tags.get("qbench.run_dir")
-    # whether the FP32 cell behind each speed-up was unstable: that cell is named by with_fp32_comparisons
-    # (fp32_cell), and names are unique here
+    # whether the FP32 cell behind each speed-up was unstable: that cell, as with_fp32_comparisons names it
     methods = frame.get("params.quant.method", pd.Series(None, index=frame.index, dtype=object))
     references = frame[(methods == "none") & (frame["status"] == "finished")]
-    unstable_reference = {r["cell"]: r.get("tags.latency.unstable") == "true" for _, r in references.iterrows()}
+    unstable_reference = {(r["cell"], _hash(r)): r.get("tags.latency.unstable") == "true"
+                          for _, r in references.iterrows()}
+    frame = frame.drop_duplicates("cell", keep="last")
+    tags = parent.data.tags
+    run_dir = tags.get("qbench.run_dir")
     cells = {}
     for _, row in frame.sort_values("cell").iterrows():
         samples = None
@@ -201,7 +203,8 @@ def run_snapshot(uri: str, parent: Any, *, with_samples: bool = True) -> dict[st
                 local = cell_dir(Path(run_dir), row["cell"], str(row.get("tags.qbench.cell_hash", "")))
                 local = local / "latency_samples.csv"
             samples = query.latency_samples(uri, row["run_id"], local)
-        cells[row["cell"]] = cell_snapshot(row, samples, unstable_reference.get(row.get("fp32_cell"), False))
+        reference = (row.get("fp32_cell"), row.get("fp32_cell_hash") or "")
+        cells[row["cell"]] = cell_snapshot(row, samples, unstable_reference.get(reference, False))
     finished = frame[frame["status"] == "finished"]
     host_ids = finished.get("tags.env.host_id", pd.Series(dtype=object))
     host_id = _most_common(host_ids)
@@ -246,19 +249,9 @@ def build_baseline(snapshot: dict[str, Any], *, uri: str, experiment: str | None
         "qbench_version": snapshot.get("qbench_version") or __version__,
         "host": snapshot["host"],
         "source": {"run_id": snapshot["run_id"], "started_at": snapshot.get("started_at"),
-                   "git_sha": snapshot.get("git_sha"), "tracking_uri": _public_uri(uri), "experiment": experiment},
+                   "git_sha": snapshot.get("git_sha"), "tracking_uri": public_uri(uri), "experiment": experiment},
         "cells": cells,
     }
-
-
-def _public_uri(uri: str) -> str:
-    """The tracking URI without credentials (a baseline is committed to the repository)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri  # (urlunsplit would also turn sqlite:///relative into sqlite:/relative)
-    return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
 
 
 def write_baseline(path: Path, baseline: dict[str, Any]) -> None:

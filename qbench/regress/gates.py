@@ -33,6 +33,7 @@ from scipy.stats import mannwhitneyu
 
 from qbench.config import CheckConfig
 from qbench.measure.gap import deployment_gap
+from qbench.metrics import metric
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 OUTCOMES = (PASS, WARN, FAIL)
@@ -40,6 +41,9 @@ SUITE_CELL = "(suite)"
 # below this many samples per side the rank test says nothing useful: the tolerance alone decides
 MIN_SAMPLES = 5
 _EPS = 1e-9  # figures equal to a tolerance pass (floats printed with 2 decimals must not fail by rounding)
+# the resources gated by their rise, grouped as snapshots keep them (``cell["memory"]["peak_rss_load_mb"]``)
+GATED_RESOURCES = {"memory": ("peak_rss_inference_mb", "peak_rss_load_mb"),
+                   "size": ("artifact_bytes", "packed_model_bytes")}
 
 
 @dataclass(frozen=True)
@@ -129,11 +133,12 @@ def floor_for(cell: dict[str, Any], settings: CheckConfig) -> tuple[float, str] 
 
 def accuracy_gates(cell: str, old: dict[str, Any], new: dict[str, Any], settings: CheckConfig) -> list[Gate]:
     gates = []
+    top1 = metric("acc.top1")
     before, after = old["accuracy"].get("top1"), new["accuracy"].get("top1")
     if before is not None and after is not None:
-        change_pt = (after - before) * 100 + 0.0  # + 0.0: no "-0.00"
+        change_pt = -top1.worse_by(before, after) * 100 + 0.0  # fraction -> points; + 0.0: no "-0.00"
         outcome = FAIL if -change_pt > settings.top1_tolerance_pt + _EPS else PASS
-        gates.append(Gate(cell, "acc.top1", outcome, before * 100, after * 100, "%",
+        gates.append(Gate(cell, top1.name, outcome, before * top1.scale, after * top1.scale, top1.shown,
                           f"{change_pt:+.2f} pt; fails below -{settings.top1_tolerance_pt:g} pt"))
     floor = floor_for(new, settings)
     if floor is not None:
@@ -192,20 +197,20 @@ def latency_gate(cell: str, old: dict[str, Any], new: dict[str, Any], settings: 
       FP32 reference), or when the host differs.
     """
     before, after = old["latency"], new["latency"]
-    if new.get("method") == "none":
-        o, n = before.get("p50_ms"), after.get("p50_ms")
-        if o is None or n is None:
-            return None
-        name, unit, tolerance = "latency.p50_ms", "ms", settings.latency_tolerance
-        worse = n / o - 1
+    fp32 = new.get("method") == "none"
+    key = "p50_ms" if fp32 else "speedup"
+    o, n = before.get(key), after.get(key)
+    if o is None or n is None:
+        return None
+    figure = metric("latency.p50_ms" if fp32 else "speedup")
+    name, unit = f"latency.{key}", figure.unit
+    worse = figure.worse_by(o, n) / o  # relative: a slower p50 or a smaller speed-up is positive
+    if fp32:
+        tolerance = settings.latency_tolerance
         p_value = slower_p_value(before.get("samples_ms"), after.get("samples_ms"))
         change = f"p50 {worse:+.1%}; fails beyond +{tolerance:.0%}"
     else:
-        o, n = before.get("speedup"), after.get("speedup")
-        if o is None or n is None:
-            return None
-        name, unit, tolerance = "latency.speedup", "x", settings.speedup_tolerance
-        worse = 1 - n / o
+        tolerance = settings.speedup_tolerance
         p_value = slower_p_value(_normalized(before), _normalized(after))
         change = f"speed-up {-worse:+.1%}; fails beyond -{tolerance:.0%}"
     notes = [change]
@@ -254,11 +259,14 @@ def deployment_gap_gate(cell: str, old: dict[str, Any] | None, new: dict[str, An
 
 
 # ------------------------------------------------------------------------------------ memory and size
-def _rise_gate(cell: str, name: str, old: float | None, new: float | None, pct: float, absolute: float,
-               unit: str) -> Gate | None:
+def _rise_gate(cell: str, name: str, old: float | None, new: float | None, pct: float, absolute: float
+               ) -> Gate | None:
+    """A figure whose rise is a regression (memory, size), beyond both tolerances."""
     if old is None or new is None:
         return None
-    rise = new - old
+    figure = metric(name)
+    unit = figure.unit
+    rise = figure.worse_by(old, new)
     allowed = max(abs(old) * pct / 100, absolute)
     outcome = FAIL if rise > allowed + _EPS else PASS
     relative = f", {rise / old:+.1%}" if old else ""
@@ -270,12 +278,10 @@ def _rise_gate(cell: str, name: str, old: float | None, new: float | None, pct: 
 
 
 def resource_gates(cell: str, old: dict[str, Any], new: dict[str, Any], settings: CheckConfig) -> list[Gate]:
-    gates = [_rise_gate(cell, f"memory.{key}", old["memory"].get(key), new["memory"].get(key),
-                        settings.memory_tolerance_pct, settings.memory_tolerance_mb, "MB")
-             for key in ("peak_rss_inference_mb", "peak_rss_load_mb")]
-    gates += [_rise_gate(cell, f"size.{key}", old["size"].get(key), new["size"].get(key),
-                         settings.size_tolerance_pct, settings.size_tolerance_mb * 2**20, "B")
-              for key in ("artifact_bytes", "packed_model_bytes")]
+    tolerances = {"memory": (settings.memory_tolerance_pct, settings.memory_tolerance_mb),
+                  "size": (settings.size_tolerance_pct, settings.size_tolerance_mb * 2**20)}  # MB -> B
+    gates = [_rise_gate(cell, f"{group}.{key}", old[group].get(key), new[group].get(key), *tolerances[group])
+             for group, keys in GATED_RESOURCES.items() for key in keys]
     return [g for g in gates if g is not None]
 
 

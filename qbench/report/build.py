@@ -18,6 +18,7 @@ import pandas as pd
 
 from qbench.config import CheckConfig
 from qbench.report import compare
+from qbench.report.columns import ALL_COLUMNS, REPORT_COLUMNS
 from qbench.track import query
 
 log = logging.getLogger("qbench.report")
@@ -25,7 +26,7 @@ REPORT_ARTIFACT_PATH = "report"
 
 
 def build_report(table: pd.DataFrame, meta: Mapping[str, str], out_dir: Path, title: str,
-                 keys: Sequence[str] = compare.REPORT_COLUMNS) -> dict[str, Path]:
+                 keys: Sequence[str] = REPORT_COLUMNS) -> dict[str, Path]:
     """Write the plots, ``report.html``, ``comparison.csv`` and ``comparison.md`` of a comparison table."""
     from qbench.report import html, plots  # matplotlib: imported only when a report is drawn
 
@@ -38,9 +39,9 @@ def build_report(table: pd.DataFrame, meta: Mapping[str, str], out_dir: Path, ti
     files["html"] = out_dir / "report.html"
     files["html"].write_text(html.render(table, keys=keys, plots=rendered, meta=meta, title=title))
     files["csv"] = out_dir / "comparison.csv"
-    files["csv"].write_text(compare.to_csv(table, compare.ALL_COLUMNS))
+    files["csv"].write_text(compare.to_csv(table, ALL_COLUMNS))
     files["md"] = out_dir / "comparison.md"
-    files["md"].write_text(compare.to_markdown(table, compare.ALL_COLUMNS))
+    files["md"].write_text(compare.to_markdown(table, ALL_COLUMNS))
     return files
 
 

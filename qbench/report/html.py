@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from qbench.report import compare
-from qbench.report.compare import ALL_COLUMNS, BY_KEY, COLUMNS, format_value, status_counts
+from qbench.report.columns import ALL_COLUMNS, BY_KEY, COLUMNS, format_value
+from qbench.report.compare import status_counts
 from qbench.report.plots import Plot
 
 NOTES = (

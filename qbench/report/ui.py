@@ -12,30 +12,20 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from qbench.report.compare import ReportError
+from qbench.report.columns import ReportError
+from qbench.track.uri import SQLITE, require_store
 
 HOST = "127.0.0.1"
-_SQLITE = "sqlite:///"
-
-
-def store_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (relative paths against the current directory, as
-    ``mlflow_tracker.resolve_uri`` does), else None."""
-    if not uri.startswith(_SQLITE):
-        return None
-    return Path(uri[len(_SQLITE):]).resolve()
 
 
 def local_store(uri: str) -> tuple[str, Path]:
-    """The absolute URI and database file of an existing local store; ReportError when there is none."""
-    path = store_path(uri)
+    """The absolute URI and database file of an existing local store; ReportError for a server,
+    :class:`qbench.track.uri.NoStore` when the store is missing."""
+    path = require_store(uri)
     if path is None:
         raise ReportError(f"--tracking-uri {uri}: qbench ui serves a local store (sqlite:///PATH); a tracking "
                           "server already has its own UI at its URL")
-    if not path.is_file():
-        raise ReportError(f"no MLflow store at {path} (run a suite first: qbench run +suite=smoke, or pass "
-                          "--tracking-uri sqlite:///PATH)")
-    return _SQLITE + str(path), path
+    return SQLITE + str(path), path
 
 
 def port_is_free(port: int) -> bool:

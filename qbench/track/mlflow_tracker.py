@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from qbench.config import flatten
+from qbench.track.uri import is_local, resolve_uri
 
 # Fail fast when a tracking server is down: the record is kept locally and synced later.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -18,18 +19,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 PARENT_TAG = "mlflow.parentRunId"
 _PARAM_MAX = 6000
-
-
-def resolve_uri(uri: str) -> str:
-    """Make a relative ``sqlite:///path`` absolute against the current directory (and create its folder)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = Path(uri[len(prefix):]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path)
-    if uri.startswith(prefix):
-        Path(uri[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
-    return uri
+_TAG_MAX = 5000
 
 
 def client_for(uri: str) -> Any:
@@ -49,7 +39,7 @@ def experiment_id(client: Any, name: str, results_dir: Path) -> str:
     if existing is not None:
         return existing.experiment_id
     location = None
-    if client.tracking_uri.startswith("sqlite:") or client.tracking_uri.startswith("file:"):
+    if is_local(client.tracking_uri):
         location = (results_dir / "mlartifacts").resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
@@ -60,8 +50,23 @@ def experiment_id(client: Any, name: str, results_dir: Path) -> str:
         return found.experiment_id
 
 
-def _params(config: dict[str, Any]) -> dict[str, str]:
+def run_params(config: dict[str, Any]) -> dict[str, str]:
+    """A record's config as MLflow params: flattened (``quant.weights.bits``), as text."""
     return {k: str(v)[:_PARAM_MAX] for k, v in flatten(config).items()}
+
+
+def run_tags(record: dict[str, Any]) -> dict[str, str]:
+    """A record's MLflow tags: the cell's own (kernel, threads, env.*, energy.source, opmix.*) as they are, and
+    qbench's bookkeeping under ``qbench.*``."""
+    tags = {k: str(v)[:_TAG_MAX] for k, v in (record.get("tags") or {}).items()}
+    tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record.get("cell_hash", ""),
+                 "qbench.status": record["status"], "qbench.record_id": record.get("record_id", "")})
+    if record.get("error"):
+        tags["qbench.error"] = record["error"][:_TAG_MAX]
+    suite = record.get("suite") or {}
+    if suite.get("name"):
+        tags["qbench.suite"] = suite["name"]
+    return tags
 
 
 def find_run(client: Any, exp_id: str, record_id: str) -> Any | None:
@@ -87,22 +92,13 @@ def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_
     if existing is not None:
         run_id = existing.info.run_id
     else:
-        # the cell's own tags (kernel, threads, env.*, energy.source, opmix.*) as they are; qbench's bookkeeping
-        # under qbench.*
-        tags = {k: str(v)[:5000] for k, v in record["tags"].items()}
-        tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record["cell_hash"],
-                     "qbench.status": record["status"], "qbench.record_id": record.get("record_id", "")})
-        if record.get("error"):
-            tags["qbench.error"] = record["error"][:5000]
-        suite = record.get("suite") or {}
-        if suite.get("name"):
-            tags["qbench.suite"] = suite["name"]
+        tags = run_tags(record)
         if parent_run_id:
             tags[PARENT_TAG] = parent_run_id
         run_id = client.create_run(exp_id, run_name=record["cell"], tags=tags).info.run_id
     timestamp = _record_time_ms(record)
     metrics = [Metric(k, float(v), timestamp, 0) for k, v in record["metrics"].items()]
-    params = [Param(k, v) for k, v in _params(record["config"]).items()]
+    params = [Param(k, v) for k, v in run_params(record["config"]).items()]
     for i in range(0, max(len(metrics), len(params)), 100):
         client.log_batch(run_id, metrics=metrics[i : i + 100], params=params[i : i + 100])
     cell_dir = Path(record["cell_dir"])

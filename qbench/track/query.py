@@ -1,5 +1,5 @@
 """Reading runs back from MLflow: suite runs (parents), their cells (children) as a pandas table, and the
-figures derived against each cell's FP32 reference of the same suite run.
+figures derived against each cell's FP32 reference of the same suite run (:mod:`qbench.track.reference`).
 
 Used by ``qbench compare`` (reports) and ``qbench check`` (regressions); both read what MLflow holds, so
 they work the same against the local SQLite store and a shared tracking server.
@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from qbench.track import reference
 from qbench.track.mlflow_tracker import PARENT_TAG, client_for
 
 SUITE_ROLE_FILTER = "tags.`qbench.role` = 'suite'"
-# params that define which FP32 cell a quantized cell is compared with (same model, data, backend, protocol)
-GROUP_PREFIXES = ("model.", "dataset.", "backend.", "measure.")
 
 
 class NoRunsFound(LookupError):
@@ -85,45 +84,37 @@ def _with_basic_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _group_key(row: pd.Series, columns: list[str]) -> tuple:
-    return tuple(str(row[c]) for c in columns)
+_REFERENCE_FIGURES = {"fp32_top1": "acc.top1", "fp32_p50_ms": "latency.p50_ms",
+                      "fp32_artifact_bytes": "size.artifact_bytes"}
 
 
 def with_fp32_comparisons(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add figures relative to the FP32 cell of the same (model, dataset, backend, measure) group:
-    ``delta_top1_pt``, ``acc_pct_fp32``, ``speedup`` (FP32 p50 / p50; not for simulated kernels, whose
-    latency is float latency), ``size_ratio`` (compression vs FP32 on disk), and ``fp32_cell``: which cell
-    that reference is (its name)."""
+    """Add, for the cells of one suite run, ``fp32_cell`` and ``fp32_cell_hash`` (the name and hash of each cell's
+    FP32 reference, chosen by :func:`qbench.track.reference.assign_references`), that cell's figures
+    (``fp32_top1``, ``fp32_p50_ms``, ``fp32_artifact_bytes``) and the figures relative to it (``delta_top1_pt``,
+    ``acc_pct_fp32``, ``speedup``, ``size_ratio``: :func:`qbench.track.reference.relative_figures`); NaN where
+    there is none."""
     if frame.empty:
         return frame
     frame = frame.copy()
-    group_cols = sorted(c for c in frame.columns if c.startswith(tuple(f"params.{p}" for p in GROUP_PREFIXES)))
-    frame["_group"] = frame.apply(lambda r: _group_key(r, group_cols), axis=1)
-    is_ref = (frame.get("params.quant.method") == "none") & (frame["status"] == "finished")
-    refs: dict[tuple, dict[str, Any]] = {}
-    for _, row in frame[is_ref].iterrows():
-        refs.setdefault(row["_group"], row.to_dict())
-
-    def ref_value(row: pd.Series, column: str) -> float | None:
-        value = refs.get(row["_group"], {}).get(column)
-        return None if value is None or pd.isna(value) else float(value)
-
-    top1 = frame.get("metrics.acc.top1")
-    p50 = frame.get("metrics.latency.p50_ms")
-    disk = frame.get("metrics.size.artifact_bytes")
-    frame["fp32_cell"] = frame["_group"].map(lambda group: refs.get(group, {}).get("cell"))
-    frame["fp32_top1"] = frame.apply(lambda r: ref_value(r, "metrics.acc.top1"), axis=1)
-    frame["fp32_p50_ms"] = frame.apply(lambda r: ref_value(r, "metrics.latency.p50_ms"), axis=1)
-    frame["fp32_artifact_bytes"] = frame.apply(lambda r: ref_value(r, "metrics.size.artifact_bytes"), axis=1)
-    if top1 is not None:
-        frame["delta_top1_pt"] = (top1 - frame["fp32_top1"].astype(float)) * 100
-        frame["acc_pct_fp32"] = top1 / frame["fp32_top1"].astype(float) * 100
-    if p50 is not None:
-        speedup = frame["fp32_p50_ms"].astype(float) / p50
-        frame["speedup"] = speedup.where(frame["kernel"] != "simulated")
-    if disk is not None:
-        frame["size_ratio"] = frame["fp32_artifact_bytes"].astype(float) / disk
-    return frame.drop(columns=["_group"])
+    rows = [row for _, row in frame.iterrows()]
+    metrics = [{k[len("metrics."):]: v for k, v in row.items() if str(k).startswith("metrics.")} for row in rows]
+    candidates = [reference.row_candidate(row) for row in rows]
+    chosen = reference.assign_references(candidates)
+    refs = [None if i is None else metrics[i] for i in chosen]
+    frame["fp32_cell"] = pd.Series([None if i is None else candidates[i].name for i in chosen], index=frame.index,
+                                   dtype=object)
+    frame["fp32_cell_hash"] = pd.Series([None if i is None else candidates[i].cell_hash for i in chosen],
+                                        index=frame.index, dtype=object)
+    for column, name in _REFERENCE_FIGURES.items():
+        frame[column] = pd.Series([np.nan if ref is None else ref.get(name, np.nan) for ref in refs],
+                                  index=frame.index, dtype=float)
+    kernels = frame["kernel"].fillna("").astype(str).tolist()
+    relative = [reference.relative_figures(m, k, ref) for m, k, ref in zip(metrics, kernels, refs, strict=True)]
+    for column in ("delta_top1_pt", "acc_pct_fp32", "speedup", "size_ratio"):
+        frame[column] = pd.Series([np.nan if r[column] is None else r[column] for r in relative], index=frame.index,
+                                  dtype=float)
+    return frame
 
 
 # ------------------------------------------------------------------------------------- additions for reports
@@ -149,21 +140,15 @@ def records_frame(records: list[dict[str, Any]], suite_run: str | None = None) -
 
     ``suite_run`` (the parent run id, or the suite's run directory when MLflow is off) groups the cells that
     are compared with the same FP32 reference."""
-    from qbench.track.mlflow_tracker import _params
+    from qbench.track.mlflow_tracker import run_params, run_tags
 
     rows = []
     for record in records:
         tracking = record.get("tracking") or {}
         row: dict[str, Any] = {"run_id": tracking.get("run_id"), "suite_run": suite_run}
         row.update({f"metrics.{k}": float(v) for k, v in (record.get("metrics") or {}).items()})
-        row.update({f"params.{k}": v for k, v in _params(record.get("config") or {}).items()})
-        tags = {k: str(v) for k, v in (record.get("tags") or {}).items()}
-        tags.update({"qbench.cell": record["cell"], "qbench.cell_hash": record.get("cell_hash", ""),
-                     "qbench.status": record["status"], "mlflow.runName": record["cell"]})
-        if record.get("error"):
-            tags["qbench.error"] = record["error"][:5000]
-        if (record.get("suite") or {}).get("name"):
-            tags["qbench.suite"] = record["suite"]["name"]
+        row.update({f"params.{k}": v for k, v in run_params(record.get("config") or {}).items()})
+        tags = {**run_tags(dict(record)), "mlflow.runName": record["cell"]}
         row.update({f"tags.{k}": v for k, v in tags.items()})
         rows.append(row)
     return _with_basic_columns(pd.DataFrame(rows))

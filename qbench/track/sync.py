@@ -16,24 +16,31 @@ from pathlib import Path
 from typing import Any
 
 from qbench.config import TrackingConfig, one_line
-from qbench.record import write_json_atomic
-from qbench.track import records
-from qbench.track.mlflow_tracker import PARENT_TAG, client_for, experiment_id, find_run, log_record, resolve_uri
+from qbench.record import iter_records, write_record
+from qbench.storage import write_json_atomic
+from qbench.track.mlflow_tracker import PARENT_TAG, client_for, experiment_id, find_run, log_record
+from qbench.track.uri import DEFAULT_URI, resolve_uri
 
 
 @dataclass
 class SyncReport:
+    """What one sync did: records uploaded, found already in MLflow, failed (one error each); suite parent runs
+    created."""
+
     uploaded: int = 0
     already_in_mlflow: int = 0
-    failed: int = 0
     parents_created: int = 0
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
 
 
 def pending_records(results_dir: Path, include_untracked: bool = False) -> list[tuple[Path, dict[str, Any]]]:
     """Records not in MLflow (only those whose run had tracking enabled, unless ``include_untracked``)."""
     out = []
-    for path, record in records.iter_records(results_dir):
+    for path, record in iter_records(results_dir):
         if record.get("tracking", {}).get("synced"):
             continue
         enabled = record.get("config", {}).get("tracking", {}).get("enabled", True)
@@ -44,7 +51,7 @@ def pending_records(results_dir: Path, include_untracked: bool = False) -> list[
 
 def _tracking_for(record: dict[str, Any], uri: str | None, experiment: str | None) -> TrackingConfig:
     cfg = record.get("config", {}).get("tracking", {})
-    return TrackingConfig(enabled=True, uri=uri or cfg.get("uri", "sqlite:///results/mlflow.db"),
+    return TrackingConfig(enabled=True, uri=uri or cfg.get("uri", DEFAULT_URI),
                           experiment=experiment or cfg.get("experiment", "qbench"))
 
 
@@ -105,12 +112,11 @@ def sync(results_dir: Path, uri: str | None = None, experiment: str | None = Non
                 record["tracking"]["parent_run_id"] = parent
                 report.uploaded += 1
         except Exception as exc:
-            report.failed += 1
             report.errors.append(f"{path}: {one_line(exc)[:200]}")
             continue
         record["tracking"].update(synced=True, run_id=run_id, uri=resolve_uri(tracking.uri),
                                   experiment=tracking.experiment, error=None)
-        records.write_record(path.parent, record)
+        write_record(path.parent, record)
     return report
 
 

@@ -1,7 +1,7 @@
 """On-disk cache of trained reference models, keyed by what determines their weights.
 
 Kept free of torch imports so the orchestrating process can tell cheaply whether training is needed.
-A file lock makes first use safe when several workers need the same model at once.
+A file lock (:func:`qbench.storage.file_lock`) makes first use safe when several workers need the same model.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import json
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock
 
 from qbench.config import paths
 
@@ -48,11 +46,6 @@ def reference_dir(model_cfg: Any, dataset_cfg: Any) -> Path:
 def is_cached(model_cfg: Any, dataset_cfg: Any) -> bool:
     directory = reference_dir(model_cfg, dataset_cfg)
     return (directory / "model.pt").is_file() and (directory / "meta.json").is_file()
-
-
-def lock_for(directory: Path) -> FileLock:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(directory) + ".lock")
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

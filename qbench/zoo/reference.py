@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -11,8 +10,9 @@ import torch
 from torch import nn
 
 from qbench.data import DataSplits, load_splits
+from qbench.storage import file_lock, write_atomic, write_json_atomic
 from qbench.zoo.architectures import build_architecture
-from qbench.zoo.cache import TRAINING_CODE_VERSION, is_cached, lock_for, read_meta, reference_dir
+from qbench.zoo.cache import TRAINING_CODE_VERSION, is_cached, read_meta, reference_dir
 from qbench.zoo.training import train
 
 
@@ -22,7 +22,7 @@ def load_reference(
     """The trained FP32 model (eval mode) and its metadata; trains and caches it if it is not cached yet."""
     directory = reference_dir(model_cfg, dataset_cfg)
     if not is_cached(model_cfg, dataset_cfg):
-        with lock_for(directory):
+        with file_lock(directory):
             if not is_cached(model_cfg, dataset_cfg):  # another process may have trained it meanwhile
                 splits = splits or load_splits(dataset_cfg, model_cfg)
                 _train_and_save(model_cfg, splits, directory, show_progress)
@@ -36,10 +36,7 @@ def _train_and_save(model_cfg: Any, splits: DataSplits, directory: Any, show_pro
     torch.manual_seed(recipe.seed)
     model = build_architecture(model_cfg.arch, model_cfg.in_channels, model_cfg.num_classes)
     stats = train(model, splits, recipe, description=f"training {model_cfg.name}", show_progress=show_progress)
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "model.pt.tmp"
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, directory / "model.pt")
+    write_atomic(directory / "model.pt", lambda tmp: torch.save(model.state_dict(), tmp))
     meta = {
         "arch": model_cfg.arch,
         "name": model_cfg.name,
@@ -52,4 +49,4 @@ def _train_and_save(model_cfg: Any, splits: DataSplits, directory: Any, show_pro
         "trained_by_pid": os.getpid(),
         "code_version": TRAINING_CODE_VERSION,
     }
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_json_atomic(directory / "meta.json", meta)
