@@ -18,7 +18,8 @@ def load_splits(dataset_cfg: Any, model_cfg: Any, need_train: bool = True) -> Da
     """Load ``dataset_cfg`` shaped for ``model_cfg`` (its input contract: channels, H x W, normalisation,
     named inputs for ``fake``); the training split is materialised only when ``need_train`` (reference
     training, QAT)."""
-    from qbench.zoo.inputs import image_contract, onnx_contract
+    from qbench.config.inputs import image_contract
+    from qbench.zoo.inputs import onnx_contract
     from qbench.zoo.preprocess import onnx_preprocess, preprocess_for
 
     name = dataset_cfg.name
@@ -55,7 +56,7 @@ def check_inputs_fit(dataset_cfg: Any, model_cfg: Any) -> str | None:
     Reads the file's input declarations only; ``fake`` fills any input."""
     if model_cfg.source != "onnx" or dataset_cfg.name == "fake":
         return None
-    from qbench.zoo.inputs import InputError
+    from qbench.config.inputs import InputError
     from qbench.zoo.preprocess import onnx_preprocess
 
     try:

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from qbench.config.inputs import InputContract, InputSpec, parse_fill
 from qbench.data.splits import DataSplits
-from qbench.zoo.inputs import InputContract, InputSpec, parse_fill
 
 
 def fill(spec: InputSpec, count: int, generator: torch.Generator) -> torch.Tensor:

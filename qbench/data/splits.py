@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from qbench.config.inputs import InputContract, image_contract
 from qbench.data.batching import Batch, as_batch, pad_to
-from qbench.zoo.inputs import InputContract, image_contract
 
 
 @dataclass

@@ -1,28 +1,11 @@
 """Reading a model's input contract from an ONNX file (the contract itself and ``model.inputs``:
-:mod:`qbench.config.inputs`, re-exported here)."""
+:mod:`qbench.config.inputs`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from qbench.config.inputs import (
-    DTYPES,
-    FILL_RULES,
-    FLOAT_DTYPES,
-    OVERRIDE_KEYS,
-    TORCH_INPUT_NAME,
-    InputContract,
-    InputError,
-    InputSpec,
-    image_contract,
-    parse_fill,
-    parse_overrides,
-)
-
-__all__ = [
-    "DTYPES", "FILL_RULES", "FLOAT_DTYPES", "OVERRIDE_KEYS", "TORCH_INPUT_NAME", "InputContract", "InputError",
-    "InputSpec", "image_contract", "onnx_contract", "parse_fill", "parse_overrides",
-]
+from qbench.config.inputs import DTYPES, FLOAT_DTYPES, InputContract, InputError, InputSpec, parse_fill, parse_overrides
 
 
 # ---------------------------------------------------------------------------------------------- ONNX

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qbench.zoo.inputs import InputContract
+    from qbench.config.inputs import InputContract
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,7 +55,8 @@ def torchvision_preprocess(model_cfg: Any) -> Preprocess:
 
 def onnx_preprocess(model_cfg: Any, contract: InputContract | None = None) -> Preprocess:
     """Image preprocessing of an ONNX model whose one input is an image; raises InputError otherwise."""
-    from qbench.zoo.inputs import InputError, onnx_contract
+    from qbench.config.inputs import InputError
+    from qbench.zoo.inputs import onnx_contract
 
     contract = contract or onnx_contract(model_cfg)
     shape = contract.image_shape
