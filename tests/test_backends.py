@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from qbench import config as qconfig
-from qbench.backends import DeployContext, get_backend
+from qbench.backends import get_backend
+from qbench.backends.deployment import DeployContext
 from qbench.data import load_splits
 from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import quantized_layers
@@ -28,7 +29,8 @@ def _deploy(compose, reference_models, tmp_path: Path, model: str, quant: str, b
     return get_backend(backend).deploy(context), splits, sim
 
 
-def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def _top1(outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
+    (logits,) = outputs.values()
     return float((logits.argmax(1) == labels).float().mean())
 
 
@@ -38,8 +40,8 @@ def test_w8a8_per_channel_within_one_point_of_fp32(compose, reference_models, tm
     deployment, splits, _ = _deploy(compose, reference_models, tmp_path, model, "w8a8_pc", backend)
     x, y = splits.evaluation.tensors
     with torch.inference_mode():
-        fp32 = _top1(reference_models[model](x), y)
-    deployed = _top1(deployment.logits(x), y)
+        fp32 = _top1({"output": reference_models[model](x)}, y)
+    deployed = _top1(deployment(splits.named(x)), y)
     assert deployment.kernel == "int8"
     assert abs(deployed - fp32) <= 0.01, f"{model} on {backend}: fp32 {fp32:.4f} int8 {deployed:.4f}"
 
@@ -66,7 +68,7 @@ def test_ort_weight_only_uses_matmulnbits_and_says_convs_stay_float(compose, ref
     assert deployment.metrics["opmix.integer_conv_share"] == 0.0
     assert deployment.kernel == "mixed" and "partly integer" in deployment.tags["opmix.verdict"]
     x, y = splits.evaluation.tensors
-    assert _top1(deployment.logits(x), y) > 0.95
+    assert _top1(deployment(splits.named(x)), y) > 0.95
 
 
 def test_torch_int8_runs_qbench_codes_exactly(compose, reference_models, tmp_path) -> None:
@@ -88,8 +90,8 @@ def test_torch_int8_dynamic_quantizes_linear_only(compose, reference_models, tmp
 def test_gemm_to_matmul_rewrite_is_exact(tmp_path) -> None:
     import onnxruntime as ort
 
-    from qbench.backends.onnx_export import export_onnx
-    from qbench.backends.onnxruntime import gemm_to_matmul
+    from qbench.backends.onnxruntime.export import export_onnx
+    from qbench.backends.onnxruntime.quantize import gemm_to_matmul
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
     path = export_onnx(model, (3, 2, 2), tmp_path / "m.onnx", 18)

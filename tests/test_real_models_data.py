@@ -174,7 +174,7 @@ def _export_with_constant_weights(path: Path) -> None:
     import onnx
     from onnx import helper
 
-    from qbench.backends.onnx_export import export_onnx
+    from qbench.backends.onnxruntime.export import export_onnx
     from qbench.zoo.architectures import DigitsCNN
 
     export_onnx(DigitsCNN(3, 10).eval(), (3, 32, 32), path, 18)

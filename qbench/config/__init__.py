@@ -30,6 +30,7 @@ from qbench.config.schema import (
     QBenchConfig,
     QuantConfig,
     SuiteConfig,
+    TaskConfig,
     TensorQuantConfig,
     ThreadsConfig,
     TrackingConfig,
@@ -42,7 +43,7 @@ __all__ = [
     "ACTIVATION_GRANULARITIES", "BIT_RANGE", "FAULTS", "GRANULARITIES", "METHODS", "OBSERVERS", "BackendConfig",
     "CalibrationConfig", "CheckConfig", "ConfigError", "DatasetConfig", "DebugConfig", "EnergyConfig", "EnergyCosts",
     "LatencyConfig", "MeasureConfig", "ModelConfig", "QATConfig", "QBenchConfig", "QuantConfig", "SuiteConfig",
-    "TensorQuantConfig", "ThreadsConfig", "TrackingConfig", "TrainRecipe", "available_suites", "cell_config_dict",
-    "cell_hash", "cell_name", "fault_injected", "flatten", "group_options", "one_line", "register_configs",
-    "register_suites", "scheme_label", "validate",
+    "TaskConfig", "TensorQuantConfig", "ThreadsConfig", "TrackingConfig", "TrainRecipe", "available_suites",
+    "cell_config_dict", "cell_hash", "cell_name", "fault_injected", "flatten", "group_options", "one_line",
+    "register_configs", "register_suites", "scheme_label", "validate",
 ]

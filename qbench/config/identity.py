@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from qbench.config.names import DEFAULT_TASK
 from qbench.config.schema import QBenchConfig, QuantConfig
 
 
@@ -44,8 +45,12 @@ def scheme_label(quant: QuantConfig | DictConfig) -> str:
 
 def cell_name(cfg: QBenchConfig | DictConfig) -> str:
     """Readable cell name, e.g. ``resnet18/w8a8-pc/onnxruntime``; the dataset is added when not digits,
-    the device when not cpu, and explicit thread counts / latency batch sizes as ``/t1``, ``/b8``."""
+    the task when not image classification (``digit_regression:digits_cnn/...``), the device when not cpu,
+    and explicit thread counts / latency batch sizes as ``/t1``, ``/b8``."""
     model = cfg.model.name if cfg.dataset.name == "digits" else f"{cfg.model.name}@{cfg.dataset.name}"
+    task = getattr(getattr(cfg, "task", None), "name", DEFAULT_TASK)
+    if task != DEFAULT_TASK:  # a prefix: reports read the scheme as the second "/" part
+        model = f"{task}:{model}"
     name = f"{model}/{scheme_label(cfg.quant)}/{cfg.backend.name}"
     if cfg.backend.device != "cpu":
         name += f"@{cfg.backend.device}"
@@ -61,6 +66,9 @@ def cell_name(cfg: QBenchConfig | DictConfig) -> str:
 
 # Keys that do not change what a cell computes: excluded from its identity hash.
 _NON_SEMANTIC = ("tracking", "suite", "results_dir", "resume", "hydra")
+# the task every cell had before tasks were configurable: left out of the hash so existing cells keep theirs
+# (resumed suites and records still match)
+_DEFAULT_TASK_NODE = {"name": DEFAULT_TASK, "options": {}}
 
 
 def cell_config_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -75,6 +83,8 @@ def cell_hash(cfg: DictConfig | dict[str, Any]) -> str:
     """Identity of a cell: a hash of everything that changes what it computes or measures."""
     data = cfg if isinstance(cfg, dict) else cell_config_dict(cfg)
     semantic = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
+    if semantic.get("task") == _DEFAULT_TASK_NODE:
+        del semantic["task"]
     blob = json.dumps(semantic, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -7,6 +7,9 @@ list from here, so a name is declared once.
 
 from __future__ import annotations
 
+import pkgutil
+from importlib.util import find_spec
+
 BIT_RANGE = range(2, 17)
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_channel")
@@ -21,9 +24,22 @@ REFERENCE_ARCHS = ("digits_cnn", "resnet18", "mobilenet_v2")
 DATASETS = ("digits", "imagefolder", "cifar10", "mnist", "fake")
 # backends (qbench/backends)
 BACKENDS = ("torch", "torch_int8", "onnxruntime")
+# tasks (qbench/tasks): every module there but these is a task plug-in named after its module
+DEFAULT_TASK = "image_classification"
+TASK_PACKAGE = "qbench.tasks"
+NOT_TASKS = ("base",)
 # int8 arithmetic (qbench/quant/int8_path.py)
 INT8_PATHS = ("auto", "u8s8", "u8s8_reduce_range", "u8u8")
 TARGET_ISAS = ("none", "host", "avx2", "avx512", "vnni", "amx")
 QUANTIZED_ENGINES = ("x86", "fbgemm", "onednn")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 STABILITY_METRICS = ("median_ci", "robust_cv", "cv")
+
+
+def task_names() -> tuple[str, ...]:
+    """The task plug-ins: modules of ``qbench.tasks`` listed from its folder, not imported (task modules import
+    torch; validation must not). Adding ``qbench/tasks/NAME.py`` adds the task ``NAME``."""
+    spec = find_spec(TASK_PACKAGE)  # imports the parent package (qbench) only
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(folders)
+                        if not m.name.startswith("_") and m.name not in NOT_TASKS))

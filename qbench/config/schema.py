@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from qbench.config.names import DEFAULT_TASK
+
 
 @dataclass
 class TrainRecipe:
@@ -58,6 +60,15 @@ class ModelConfig:
     # onnx: named inputs, {name: {shape: [...] (one sample, no batch dim), dtype, fill}}; null = what the file
     # declares. fill (dataset=fake): normal | uniform | zeros | ones | randint:LOW:HIGH (see qbench/zoo/inputs.py)
     inputs: Any = None
+
+
+@dataclass
+class TaskConfig:
+    """What a cell measures the model on (qbench/tasks/NAME.py): its data splits, inputs, metrics, workloads."""
+
+    name: str = MISSING
+    # settings the task reads itself (conf/task/NAME.yaml documents them), e.g. a sequence length
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -256,6 +267,8 @@ class DebugConfig:
 
 @dataclass
 class QBenchConfig:
+    # a default, not MISSING: a config saved before tasks existed is an image classification cell
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(name=DEFAULT_TASK))
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     quant: QuantConfig = MISSING

@@ -24,6 +24,7 @@ from qbench.config.names import (
     SOURCES,
     STABILITY_METRICS,
     TARGET_ISAS,
+    task_names,
 )
 from qbench.config.schema import ModelConfig, QBenchConfig
 
@@ -83,6 +84,7 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     except Exception as exc:  # OmegaConf reports missing/mistyped values here
         raise ConfigError(one_line(exc)) from None
 
+    _check_choice("task.name", obj.task.name, task_names())
     _check_choice("model.source", obj.model.source, SOURCES)
     if obj.model.source == "reference":
         _check_choice("model.arch", obj.model.arch, REFERENCE_ARCHS)

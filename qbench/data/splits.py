@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from qbench.config.inputs import InputContract, image_contract
-from qbench.data.batching import Batch, as_batch, pad_to
+from qbench.data.batching import Batch, NamedBatch, as_batch, named, pad_to
 
 
 @dataclass
@@ -42,6 +42,11 @@ class DataSplits:
         """The batch size the model is fixed at (every call must have exactly this many samples), or None."""
         assert self.contract is not None
         return self.contract.fixed_batch
+
+    def named(self, batch: Batch) -> NamedBatch:
+        """``batch`` keyed by the model's input names (what deployments run)."""
+        assert self.contract is not None
+        return named(self.contract.names, batch)
 
     def loader(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
         dataset = getattr(self, split)

@@ -1,6 +1,7 @@
-"""Accuracy of a deployed model and its fidelity to the FP32 reference, from logits.
+"""Classification accuracy of a deployed model and its fidelity to the FP32 reference, from class scores
+(logits; the image classification task, qbench/tasks/image_classification.py, passes the model's first output).
 
-The model's first output is taken as its logits. For outputs that are not one vector per sample (a text
+For outputs that are not one vector per sample (a text
 recogniser's [batch, steps, classes], a detector's [batch, anchors, values]) fidelity is computed over the
 last dimension: every position is one prediction (agreement of argmax, KL of softmax), SQNR over all values.
 That is a fidelity measure, not the model's task metric (no CTC decoding, no box matching); top-1/top-5 are

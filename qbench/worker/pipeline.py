@@ -1,4 +1,4 @@
-"""run_cell: one cell's pipeline inside its worker process (data -> model -> scheme -> deploy -> measure).
+"""run_cell: one cell's pipeline inside its worker process (task data -> model -> scheme -> deploy -> measure).
 
 Order matters for honest memory figures: the peak RSS of loading and quantizing is read first, then the
 peak is reset and latency is measured, so ``memory.peak_rss_inference_mb`` is the inference peak only.
@@ -6,7 +6,6 @@ peak is reset and latency is measured, so ``memory.peak_rss_inference_mb`` is th
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import logging
 import os
@@ -17,24 +16,21 @@ import numpy as np
 import torch
 
 from qbench import config as qconfig
-from qbench.backends import DeployContext, Deployment, get_backend
+from qbench.backends import get_backend
+from qbench.backends.deployment import DeployContext, Deployment
 from qbench.config import QBenchConfig
-from qbench.data import DataSplits, load_splits
-from qbench.data.batching import as_batch, chunked
-from qbench.measure import accuracy, memory, size
-from qbench.measure.energy import measure_window, proxies, scheme_precision, window_metrics
+from qbench.data import DataSplits
+from qbench.data.batching import NamedBatch, Outputs, module_outputs
+from qbench.measure import memory, size
+from qbench.measure.energy import proxies, scheme_precision
 from qbench.measure.env import fingerprint, host_id
-from qbench.measure.latency import (
-    LatencyStats,
-    TimedSamples,
-    cuda_event_call,
-    measure_latency,
-    wall_clock_call,
-)
+from qbench.measure.latency import LatencyStats
 from qbench.measure.torch_env import torch_facts
 from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import quantized_layers, weight_tensors
 from qbench.record import CellResult
+from qbench.tasks import Task, get_task
+from qbench.worker.speed import measure_speed
 from qbench.worker.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
 from qbench.zoo.models import FP32Model, load_fp32
@@ -63,13 +59,14 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     tags: dict[str, str] = {f"env.{k}": v for k, v in {**fingerprint(), **torch_facts()}.items()}
     tags["env.host_id"] = host_id({k[4:]: v for k, v in tags.items()})
     tags.update(threads=f"{intra}x{inter}", scheme=qconfig.scheme_label(cfg.quant))
+    task = get_task(cfg.task.name, cfg.task.options)
+    tags.update(task.tags())
     if cfg.suite.parallel_jobs > 1:  # other cells measured at the same time on this host
         tags["latency.contended"] = "true"
 
     log.info("loading data and the FP32 reference model")
     t0 = time.perf_counter()
-    splits = load_splits(cfg.dataset, cfg.model, need_train=cfg.model.source == "reference" or
-                         cfg.quant.method == "qat")
+    splits = task.splits(cfg, need_train=cfg.model.source == "reference" or cfg.quant.method == "qat")
     fp32 = load_fp32(cfg.model, cfg.dataset, splits)
     fp32_model = fp32.module
     if "eval_top1" in fp32.meta:
@@ -113,7 +110,9 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
 
-    timed, windows = _measure_speed(deployment, splits, cfg, on_cuda, metrics, tags)
+    workloads, workload_tags = task.workloads(cfg, splits)
+    tags.update(workload_tags)
+    timed, windows = measure_speed(deployment, workloads, cfg, on_cuda, metrics, tags)
     inference_mem = memory.snapshot_mb()
     metrics["memory.peak_rss_inference_mb"] = inference_mem["peak_rss_mb"] if peak_reset else float("nan")
     metrics["memory.rss_anon_mb"] = inference_mem["rss_anon_mb"]
@@ -127,9 +126,9 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     tags["latency.unstable"] = str(stats.unstable).lower()
     _save_samples(workdir / "latency_samples.csv", stats)
 
-    log.info("evaluating accuracy on %d samples", len(splits.evaluation))
+    log.info("evaluating %s on %d samples", task.name, len(splits.evaluation))
     t0 = time.perf_counter()
-    metrics.update(_accuracy(deployment, fp32, simulated, splits, cfg.measure.eval_batch_size))
+    metrics.update(evaluate(task, deployment, fp32, simulated, splits, cfg.measure.eval_batch_size))
     metrics["time.accuracy_s"] = time.perf_counter() - t0
     metrics.update(_size_metrics(deployment, fp32_model))
     if fp32_model is not None:  # layer-level op counts need the torch graph
@@ -148,96 +147,18 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     )
 
 
-def _measure_speed(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, on_cuda: bool,
-                   metrics: dict[str, float], tags: dict[str, str]) -> tuple[TimedSamples, float]:
-    """Latency (batch ``latency.batch_size``, or the model's fixed batch), throughput and the energy window;
-    returns the raw latency samples and the total seconds spent inside measurement windows."""
-    lat_cfg = cfg.measure.latency
-    fixed = splits.fixed_batch
-    batch_size = fixed or lat_cfg.batch_size
-    tags["latency.batch_source"] = "model" if fixed else "config"
-    if fixed and fixed != lat_cfg.batch_size:
-        log.info("the model's batch dimension is fixed at %d: latency batch %d (not measure.latency.batch_size=%d)",
-                 fixed, fixed, lat_cfg.batch_size)
-    prepared = deployment.prepare(splits.evaluation_inputs(batch_size))
+def evaluate(task: Task, deployment: Deployment, fp32: FP32Model, simulated: torch.nn.Module | None,
+             splits: DataSplits, batch_size: int) -> dict[str, float]:
+    """The task's metrics of the deployed model against the FP32 reference; on real backends also against the
+    simulated model of the same scheme on the same inputs (the deployment gap)."""
+    models = {"deployed": deployment, "fp32": fp32.outputs}
+    if simulated is not None and deployment.kernel != "simulated":
 
-    def call() -> object:
-        return deployment.run(prepared)
+        def simulate(inputs: NamedBatch) -> Outputs:
+            return module_outputs(simulated(*inputs.values()))
 
-    log.info("measuring latency")
-    t0 = time.perf_counter()
-    timed_call = cuda_event_call(call) if on_cuda else wall_clock_call(call, deployment.sync)
-    timed = measure_latency(timed_call, lat_cfg)
-    windows = time.perf_counter() - t0
-    metrics["time.latency_window_s"] = windows
-    metrics["latency.batch_size"] = float(batch_size)
-    tags["latency.timer"] = "cuda_events" if on_cuda else "perf_counter_ns"
-    tags["latency.stability_metric"] = lat_cfg.stability_metric
-    if lat_cfg.throughput_batch_size > 0 and fixed:
-        # the only batch the model runs is the latency batch, already measured
-        tags["throughput.skipped"] = f"the model's batch dimension is fixed at {fixed}: the latency batch"
-    elif lat_cfg.throughput_batch_size > 0:
-        t0 = time.perf_counter()
-        metrics.update(_throughput(deployment, splits, cfg, on_cuda))
-        metrics["time.throughput_window_s"] = time.perf_counter() - t0
-        windows += metrics["time.throughput_window_s"]
-    energy_cfg = cfg.measure.energy
-    if energy_cfg.duration_s > 0:
-        window = measure_window(call, energy_cfg.duration_s, use_gpu=on_cuda, sync=deployment.sync)
-        window_m, window_t = window_metrics(window, energy_cfg.cpu_watts_per_core)
-        metrics.update(window_m)
-        tags.update(window_t)
-        windows += window.seconds
-    return timed, windows
-
-
-def _throughput(deployment: Deployment, splits: DataSplits, cfg: QBenchConfig, on_cuda: bool
-                ) -> dict[str, float]:
-    """Samples/s at the throughput batch size (shorter protocol: a tenth of the calls)."""
-    lat_cfg = cfg.measure.latency
-    batch_size = lat_cfg.throughput_batch_size
-    prepared = deployment.prepare(splits.evaluation_inputs(batch_size))
-    short = dataclasses.replace(lat_cfg, min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
-
-    def call() -> object:
-        return deployment.run(prepared)
-
-    timed_call = cuda_event_call(call) if on_cuda else wall_clock_call(call, deployment.sync)
-    samples = measure_latency(timed_call, short).samples_ms
-    p50 = float(np.median(samples))
-    return {
-        "throughput.samples_per_s": batch_size / (p50 / 1000.0),
-        "throughput.batch_size": float(batch_size),
-        "throughput.p50_ms": p50,
-    }
-
-
-@torch.inference_mode()
-def _accuracy(deployment: Deployment, fp32: FP32Model, simulated: torch.nn.Module | None,
-              splits: DataSplits, batch_size: int) -> dict[str, float]:
-    """Accuracy and fidelity to FP32; on real backends also the deployment gap: the simulated model of the
-    same scheme on the same inputs, and how often deployed and simulated predictions agree. A model with a
-    fixed batch runs in chunks of that batch (the last one padded, its padded outputs dropped)."""
-    outputs, references, simulated_out, labels = [], [], [], []
-    gap = simulated is not None and deployment.kernel != "simulated"
-    fixed = splits.fixed_batch
-    for *inputs, y in splits.loader("evaluation", batch_size):
-        x = as_batch(inputs)
-        outputs.append(chunked(deployment.logits, x, fixed))
-        references.append(chunked(fp32.logits, x, fixed))
-        if gap:
-            simulated_out.append(simulated(x))
-        labels.append(y)
-    out, ref, lab = torch.cat(outputs), torch.cat(references), torch.cat(labels)
-    metrics = accuracy.accuracy_metrics(out, lab if splits.has_labels else None, ref)
-    if gap:
-        sim = torch.cat(simulated_out)
-        if splits.has_labels:
-            metrics["acc.top1_simulated"] = accuracy.topk_accuracy(sim, lab, 1)
-            metrics["acc.gap_top1"] = metrics["acc.top1"] - metrics["acc.top1_simulated"]
-        metrics["acc.agreement_simulated"] = float((out.argmax(1) == sim.argmax(1)).float().mean())
-        metrics["acc.sqnr_vs_simulated_db"] = accuracy.sqnr_db(sim, out)
-    return metrics
+        models["simulated"] = simulate
+    return task.evaluate(models, splits, batch_size)
 
 
 def _deployed_bytes_by_dtype(deployment: Deployment) -> dict[str, float]:

@@ -8,6 +8,7 @@ is missing, where it was expected, how to provide it), so no partial record is e
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from qbench.data.batching import Batch, tensors_of
+from qbench.data.batching import Outputs, module_outputs
 from qbench.data.splits import DataSplits
 
 
@@ -31,22 +32,22 @@ class FP32Model:
     onnx_path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     _session: Any = None
-    _output: str = ""
 
-    def logits(self, x: Batch) -> torch.Tensor:
-        """The model's first output for a batch (one tensor, or one per input in feeding order)."""
+    def outputs(self, inputs: Mapping[str, torch.Tensor]) -> Outputs:
+        """The model's named outputs for a batch of named inputs (feeding order), like a deployment's."""
         if self.module is not None:
             with torch.inference_mode():
-                return self.module(x)
+                return module_outputs(self.module(*inputs.values()))
         if self._session is None:
             import onnxruntime as ort
 
             self._session = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"])
-            self._output = self._session.get_outputs()[0].name
         # ORT lists the graph's non-initializer inputs in graph order: the contract's feeding order
         names = [i.name for i in self._session.get_inputs()]
-        feed = {name: t.numpy() for name, t in zip(names, tensors_of(x), strict=True)}
-        return torch.from_numpy(self._session.run([self._output], feed)[0])
+        feed = {name: t.numpy() for name, t in zip(names, inputs.values(), strict=True)}
+        outputs = [o.name for o in self._session.get_outputs()]
+        return {name: torch.from_numpy(value) for name, value in zip(outputs, self._session.run(None, feed),
+                                                                     strict=True)}
 
 
 # ------------------------------------------------------------------------------------------ torchvision

@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from qbench.config import paths
+from qbench.config.inputs import TORCH_INPUT_NAME as INPUT_NAME
+from qbench.data.batching import output_names
 from qbench.storage import cached, write_atomic
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
+# the torch backends' name for a module's single output (ORT deployments answer with it whatever the file says)
+OUTPUT_NAME = output_names(1)[0]
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int) -> Path:

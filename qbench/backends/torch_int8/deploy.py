@@ -1,4 +1,5 @@
-"""PyTorch's quantized CPU kernels (engine ``x86``: fbgemm + oneDNN), reached through torch.ao FX.
+"""Deployment of ``torch_int8``: PyTorch's quantized CPU kernels (engine ``x86``: fbgemm + oneDNN), reached
+through torch.ao FX.
 
 Why torch.ao FX and not pt2e: in torch 2.14 FX graph-mode quantization is deprecated and pt2e lives in
 the separate torchao package, but a pt2e-converted model runs *reference* (quantize -> float op ->
@@ -26,77 +27,61 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from qbench.backends.base import Backend, DeployContext, Deployment
+from qbench.backends.deployment import DeployContext, Deployment
+from qbench.data.batching import Outputs, module_outputs
 
 if TYPE_CHECKING:
-    from qbench.config import QBenchConfig
     from qbench.quant.simulate import QuantizedLayer
 
 
+def deploy(ctx: DeployContext) -> Deployment:
+    from qbench.measure.opmix import integer_kernel, torch_op_mix
 
-class TorchInt8Backend(Backend):
-    name = "torch_int8"
+    _set_engine(ctx.cfg.backend.quantized_engine)
+    method = ctx.cfg.quant.method
+    if method == "none":
+        model, tags = ctx.fp32_model, {"torch.quantization_api": "none"}
+    elif method == "dynamic":
+        model, tags = _dynamic(ctx)
+    else:
+        model, tags = _static(ctx)
+    model.eval()
+    tags["torch.quantized_engine"] = torch.backends.quantized.engine
+    layers = ctx.layer_counts()
+    metrics, mix_tags = torch_op_mix(model, layers)
+    tags.update(mix_tags)
+    artifact = ctx.workdir / ("model_fp32.pt" if method == "none" else "model_int8.pt")
+    torch.save(model.state_dict(), artifact)
+    kernel = "fp32" if method == "none" else integer_kernel(metrics)
 
-    def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
-        if cfg.model.source == "onnx":
-            return "model=onnx is an ONNX file: the torch backends need a torch module (use backend=onnxruntime)"
-        if cfg.backend.device != "cpu":
-            return "PyTorch's quantized int8 kernels (fbgemm/oneDNN) run on the CPU only"
-        if cfg.backend.quantized_engine not in torch.backends.quantized.supported_engines:
-            return (f"backend.quantized_engine={cfg.backend.quantized_engine} is not built into this PyTorch "
-                    f"(supported: {', '.join(torch.backends.quantized.supported_engines)})")
-        q = cfg.quant
-        w, a = q.weights, q.activations
-        if q.method == "none":
-            return None
-        if cfg.backend.int8_path == "u8u8":
-            return "int8_path=u8u8: PyTorch's quantized kernels take s8 weights (u8u8 is an ONNX Runtime path)"
-        if q.method == "weight_only":
-            return "no weight-only kernels for Conv/Linear in PyTorch's eager quantized CPU backend"
-        if w.bits != 8 or a.bits != 8:
-            return f"W{w.bits}A{a.bits}: PyTorch's quantized CPU kernels are int8 x int8 (W4A4, W4A8 are not)"
-        if w.granularity == "per_group":
-            return "per-group weights: PyTorch's quantized Conv/Linear take per-tensor or per-channel scales"
-        if not w.symmetric:
-            return "asymmetric weights: qbench deploys symmetric int8 weights to fbgemm/oneDNN"
-        if q.method in ("ptq", "qat"):
-            if a.granularity != "per_tensor":
-                return "per-channel activations: quantized tensors between ops carry one scale"
-            if a.symmetric:
-                return "symmetric (signed) activations: fbgemm/oneDNN take uint8 activations with a zero point"
-        return None
+    def prepare(inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return tuple(t.contiguous() for t in inputs.values())
 
-    def deploy(self, ctx: DeployContext) -> Deployment:
-        from qbench.measure.opmix import integer_kernel, torch_op_mix
+    @torch.inference_mode()
+    def run(args: tuple[torch.Tensor, ...]) -> Any:
+        return model(*args)
 
-        torch.backends.quantized.engine = ctx.cfg.backend.quantized_engine
-        method = ctx.cfg.quant.method
-        if method == "none":
-            model, tags = ctx.fp32_model, {"torch.quantization_api": "none"}
-        elif method == "dynamic":
-            model, tags = _dynamic(ctx)
-        else:
-            model, tags = _static(ctx)
-        model.eval()
-        tags["torch.quantized_engine"] = torch.backends.quantized.engine
-        layers = ctx.layer_counts()
-        metrics, mix_tags = torch_op_mix(model, layers)
-        tags.update(mix_tags)
-        artifact = ctx.workdir / ("model_fp32.pt" if method == "none" else "model_int8.pt")
-        torch.save(model.state_dict(), artifact)
-        kernel = "fp32" if method == "none" else integer_kernel(metrics)
+    def outputs(result: Any) -> Outputs:
+        return {name: t.float() for name, t in module_outputs(result).items()}
 
-        @torch.inference_mode()
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return model(x)
+    return Deployment(kernel=kernel, prepare=prepare, run=run, outputs=outputs, artifacts=[artifact], tags=tags,
+                      metrics=metrics, runtime=model)
 
-        return Deployment(kernel=kernel, prepare=lambda x: x.contiguous(), run=run, to_logits=lambda y: y.float(),
-                          artifacts=[artifact], tags=tags, metrics=metrics, runtime=model)
+
+def _set_engine(engine: str) -> None:
+    """Select ``backend.quantized_engine`` (validated against qbench's names; whether this PyTorch build has it
+    is only known here)."""
+    supported = torch.backends.quantized.supported_engines
+    if engine not in supported:
+        raise RuntimeError(f"backend.quantized_engine={engine} is not built into this PyTorch "
+                           f"(supported: {', '.join(supported)})")
+    torch.backends.quantized.engine = engine
 
 
 def _simulated_layers(ctx: DeployContext) -> dict[str, QuantizedLayer]:

@@ -1,0 +1,82 @@
+"""``onnxruntime``: the FP32 model exported to ONNX, quantized with ONNX Runtime's own tools.
+
+- static (``ptq``, ``qat``): ``quant_pre_process`` then ``quantize_static`` in QDQ format (per-tensor or
+  per-channel s8 weights; u8 activations, s8 when symmetric). Activation calibration maps from
+  ``quant.activations.observer``: minmax -> MinMax, histogram -> Entropy, percentile -> Percentile. ORT has
+  no MSE calibrator and no weight observers besides min/max: for those, and for QAT's learned scales, qbench's
+  own scale/zero point are handed to ORT through its ``TensorQuantOverrides`` option (tag
+  ``ort.activation_qparams`` / ``ort.weight_qparams`` says which was used).
+- ``dynamic``: ``quantize_dynamic`` (ConvInteger / MatMulInteger + DynamicQuantizeLinear, u8 activations).
+- ``weight_only``: ``MatMulNBitsQuantizer`` (4-bit, block size = ``group_size``) on MatMul; qbench first
+  rewrites Gemm as MatMul + Add because the quantizer skips Gemm. Convolutions stay float (op mix says so).
+
+Session options (threads, graph optimization level, providers) come from config and are recorded; the
+optimized graph ORT actually runs is saved and inspected for the op mix.
+
+Capabilities here (onnxruntime is imported for its providers, torch never); export in ``export``, ORT's
+quantizers in ``quantize``, the session in ``deploy``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qbench.backends.base import Backend
+
+if TYPE_CHECKING:
+    from qbench.config import QBenchConfig
+
+# qbench's activation observers -> ORT's calibrators
+CALIBRATORS = {"minmax": "MinMax", "histogram": "Entropy", "percentile": "Percentile"}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        missing = [p for p in cfg.backend.providers if p not in available]
+        if missing:
+            return f"execution provider(s) {', '.join(missing)} unavailable here (available: {', '.join(available)})"
+        if cfg.backend.device != "cpu":
+            return "the onnxruntime backend picks its device through backend.providers; keep backend.device=cpu"
+        q = cfg.quant
+        w, a = q.weights, q.activations
+        if cfg.model.source == "onnx" and q.method != "none":
+            # without a torch module there is no qbench simulation to take scales from
+            if q.method == "qat":
+                return "QAT needs a trainable torch model; model=onnx is quantized by ONNX Runtime's tools only"
+            if q.method in ("ptq", "dynamic") and w.observer != "minmax":
+                return f"weights observer {w.observer}: ONNX Runtime quantizes weights with min/max only"
+            if q.method == "ptq" and a.observer not in CALIBRATORS:
+                return (f"activations observer {a.observer}: ONNX Runtime calibrates with "
+                        f"{', '.join(CALIBRATORS)} only (qbench's own needs a torch model)")
+        if cfg.backend.int8_path == "u8u8" and not w.symmetric:
+            return "int8_path=u8u8 stores qbench's symmetric weight grid as u8 (zero point 128): symmetric weights only"
+        if q.method in ("ptq", "qat"):
+            if w.bits != 8 or a.bits != 8:
+                return (f"W{w.bits}A{a.bits}: ONNX Runtime's CPU kernels for static quantization are int8 only "
+                        "(QDQ with other widths would run dequantized in float)")
+            if w.granularity == "per_group":
+                return "per-group weights: no int8 blocked-weight convolution/gemm kernel in ONNX Runtime (CPU)"
+            if a.granularity != "per_tensor":
+                return "per-channel activations: QLinear* kernels take one activation scale per tensor"
+            if w.granularity == "per_channel" and not w.symmetric:
+                return "asymmetric per-channel weights: QLinear* kernels need one weight zero point (symmetric)"
+        elif q.method == "dynamic":
+            if w.bits != 8 or a.bits != 8:
+                return f"W{w.bits}A{a.bits} dynamic: ONNX Runtime's dynamic quantization is 8-bit"
+            if a.symmetric:
+                return "dynamic quantization in ONNX Runtime uses asymmetric uint8 activations (DynamicQuantizeLinear)"
+            if w.granularity == "per_group":
+                return "per-group weights are not supported by ONNX Runtime's dynamic quantization"
+        elif q.method == "weight_only":
+            if w.bits != 4:
+                return f"{w.bits}-bit weight-only: MatMulNBits is used with 4-bit weights here"
+            if w.granularity == "per_tensor":
+                return "weight-only MatMulNBits quantizes per block or per channel, not per tensor"
+            if w.granularity == "per_group" and (w.group_size < 16 or w.group_size & (w.group_size - 1)):
+                return f"group_size={w.group_size}: MatMulNBits needs a power of two >= 16"
+        return None

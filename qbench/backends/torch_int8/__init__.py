@@ -1,0 +1,43 @@
+"""``torch_int8``: PyTorch's quantized CPU kernels (``backend.quantized_engine``: x86 = fbgemm + oneDNN per op,
+fbgemm, onednn) reached through torch.ao FX, running qbench's own integer codes and scales (see ``deploy``).
+Capabilities here, torch-free: whether the engine is built into this PyTorch is only known in the worker,
+whose deployment fails with the engines it has."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qbench.backends.base import TORCH_MODEL_NEEDED, Backend
+
+if TYPE_CHECKING:
+    from qbench.config import QBenchConfig
+
+
+class TorchInt8Backend(Backend):
+    name = "torch_int8"
+
+    def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
+        if cfg.model.source == "onnx":
+            return TORCH_MODEL_NEEDED
+        if cfg.backend.device != "cpu":
+            return "PyTorch's quantized int8 kernels (fbgemm/oneDNN) run on the CPU only"
+        q = cfg.quant
+        w, a = q.weights, q.activations
+        if q.method == "none":
+            return None
+        if cfg.backend.int8_path == "u8u8":
+            return "int8_path=u8u8: PyTorch's quantized kernels take s8 weights (u8u8 is an ONNX Runtime path)"
+        if q.method == "weight_only":
+            return "no weight-only kernels for Conv/Linear in PyTorch's eager quantized CPU backend"
+        if w.bits != 8 or a.bits != 8:
+            return f"W{w.bits}A{a.bits}: PyTorch's quantized CPU kernels are int8 x int8 (W4A4, W4A8 are not)"
+        if w.granularity == "per_group":
+            return "per-group weights: PyTorch's quantized Conv/Linear take per-tensor or per-channel scales"
+        if not w.symmetric:
+            return "asymmetric weights: qbench deploys symmetric int8 weights to fbgemm/oneDNN"
+        if q.method in ("ptq", "qat"):
+            if a.granularity != "per_tensor":
+                return "per-channel activations: quantized tensors between ops carry one scale"
+            if a.symmetric:
+                return "symmetric (signed) activations: fbgemm/oneDNN take uint8 activations with a zero point"
+        return None

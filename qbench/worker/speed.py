@@ -1,0 +1,75 @@
+"""Timing a deployment on its task's workloads: the single call (full latency protocol, then the energy window
+on the same call) and rates (samples/s at a larger batch, a shorter protocol)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from qbench.backends.deployment import Deployment
+from qbench.config import LatencyConfig, QBenchConfig
+from qbench.measure.energy import measure_window, window_metrics
+from qbench.measure.latency import TimedSamples, cuda_event_call, measure_latency, wall_clock_call
+from qbench.tasks import LATENCY, THROUGHPUT, Workload
+
+log = logging.getLogger("qbench.cell")
+
+
+def measure_speed(deployment: Deployment, workloads: list[Workload], cfg: QBenchConfig, on_cuda: bool,
+                  metrics: dict[str, float], tags: dict[str, str]) -> tuple[TimedSamples, float]:
+    """Latency of the task's single-call workload, its rates and the energy window; returns the raw latency
+    samples and the total seconds spent inside measurement windows."""
+    lat_cfg = cfg.measure.latency
+    (single,) = [w for w in workloads if w.protocol == LATENCY]
+    call = _call(deployment, single)
+    log.info("measuring latency")
+    t0 = time.perf_counter()
+    timed = measure_latency(_timed(call, deployment, on_cuda), lat_cfg)
+    windows = time.perf_counter() - t0
+    metrics["time.latency_window_s"] = windows
+    metrics["latency.batch_size"] = float(single.batch_size)
+    tags["latency.timer"] = "cuda_events" if on_cuda else "perf_counter_ns"
+    tags["latency.stability_metric"] = lat_cfg.stability_metric
+    for workload in (w for w in workloads if w.protocol == THROUGHPUT):
+        t0 = time.perf_counter()
+        metrics.update(_rate(deployment, workload, lat_cfg, on_cuda))
+        metrics[f"time.{workload.name}_window_s"] = time.perf_counter() - t0
+        windows += metrics[f"time.{workload.name}_window_s"]
+    energy_cfg = cfg.measure.energy
+    if energy_cfg.duration_s > 0:
+        window = measure_window(call, energy_cfg.duration_s, use_gpu=on_cuda, sync=deployment.sync)
+        window_m, window_t = window_metrics(window, energy_cfg.cpu_watts_per_core)
+        metrics.update(window_m)
+        tags.update(window_t)
+        windows += window.seconds
+    return timed, windows
+
+
+def _call(deployment: Deployment, workload: Workload) -> Callable[[], object]:
+    """One inference on the workload's inputs, converted to the runtime's feed once, outside the timing."""
+    prepared = deployment.prepare(workload.inputs)
+
+    def call() -> object:
+        return deployment.run(prepared)
+
+    return call
+
+
+def _timed(call: Callable[[], object], deployment: Deployment, on_cuda: bool) -> Callable[[], float]:
+    return cuda_event_call(call) if on_cuda else wall_clock_call(call, deployment.sync)
+
+
+def _rate(deployment: Deployment, workload: Workload, lat_cfg: LatencyConfig, on_cuda: bool) -> dict[str, float]:
+    """Samples/s at the workload's batch (shorter protocol: a tenth of the calls)."""
+    short = dataclasses.replace(lat_cfg, min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
+    samples = measure_latency(_timed(_call(deployment, workload), deployment, on_cuda), short).samples_ms
+    p50 = float(np.median(samples))
+    return {
+        f"{workload.name}.samples_per_s": workload.batch_size / (p50 / 1000.0),
+        f"{workload.name}.batch_size": float(workload.batch_size),
+        f"{workload.name}.p50_ms": p50,
+    }
