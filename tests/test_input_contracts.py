@@ -200,8 +200,8 @@ def test_non_square_images_through_every_image_dataset(compose, tmp_path) -> Non
 
 
 def test_resize_policy_covers_the_target_then_crops() -> None:
+    from qbench.data.preprocess import Preprocess
     from qbench.data.transforms import to_model_input
-    from qbench.zoo.preprocess import Preprocess
 
     images = torch.rand(2, 3, 100, 150)
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)

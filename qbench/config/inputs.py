@@ -12,7 +12,7 @@ for the first input (an image), ``model.inputs`` for any input by name::
 Fill rules (``dataset=fake`` only): ``normal`` (standard normal), ``uniform`` ([0, 1)), ``zeros``, ``ones``,
 ``randint:LOW:HIGH`` (integers in [LOW, HIGH)); float inputs default to ``normal``, others to ``zeros``.
 Kept free of heavy imports: config validation parses ``model.inputs`` with it; reading an ONNX file's inputs
-is :mod:`qbench.zoo.inputs`.
+is :mod:`qbench.data.onnx_inputs`.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class ModelConfig:
     # onnx, the first input's shape when the file leaves dimensions symbolic
     input_shape: list[int] | None = None
     # onnx: named inputs, {name: {shape: [...] (one sample, no batch dim), dtype, fill}}; null = what the file
-    # declares. fill (dataset=fake): normal | uniform | zeros | ones | randint:LOW:HIGH (see qbench/zoo/inputs.py)
+    # declares. fill (dataset=fake): normal | uniform | zeros | ones | randint:LOW:HIGH (see qbench/data/onnx_inputs.py)
     inputs: Any = None
 
 

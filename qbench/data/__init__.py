@@ -1,5 +1,5 @@
 """Dataset registry: every dataset yields the same three splits (train / calibration / evaluation),
-shaped for the model (its :class:`~qbench.zoo.preprocess.Preprocess`), with fixed seeds so all cells of a
+shaped for the model (its :class:`~qbench.data.preprocess.Preprocess`), with fixed seeds so all cells of a
 suite see the same inputs."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def load_splits(dataset_cfg: Any, model_cfg: Any, need_train: bool = True) -> Da
     named inputs for ``fake``); the training split is materialised only when ``need_train`` (reference
     training, QAT)."""
     from qbench.config.inputs import image_contract
-    from qbench.zoo.inputs import onnx_contract
-    from qbench.zoo.preprocess import onnx_preprocess, preprocess_for
+    from qbench.data.onnx_inputs import onnx_contract
+    from qbench.data.preprocess import onnx_preprocess, preprocess_for
 
     name = dataset_cfg.name
     if name not in DATASETS:
@@ -57,7 +57,7 @@ def check_inputs_fit(dataset_cfg: Any, model_cfg: Any) -> str | None:
     if model_cfg.source != "onnx" or dataset_cfg.name == "fake":
         return None
     from qbench.config.inputs import InputError
-    from qbench.zoo.preprocess import onnx_preprocess
+    from qbench.data.preprocess import onnx_preprocess
 
     try:
         onnx_preprocess(model_cfg)

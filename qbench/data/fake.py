@@ -1,6 +1,6 @@
 """``fake``: seeded random tensors for every input of the model, for latency and fidelity runs.
 
-Each input is filled by its rule (:mod:`qbench.zoo.inputs`: ``normal``, ``uniform``, ``zeros``, ``ones``,
+Each input is filled by its rule (:mod:`qbench.config.inputs`: ``normal``, ``uniform``, ``zeros``, ``ones``,
 ``randint:LOW:HIGH``; ``model.inputs`` sets it per input). There are no labels: task accuracy is absent
 (not zero); fidelity to FP32 is still measured."""
 

@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from qbench.config import paths
+from qbench.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from qbench.data.splits import DataSplits
 from qbench.data.transforms import to_model_input
 from qbench.storage import cached
-from qbench.zoo.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 log = logging.getLogger("qbench.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

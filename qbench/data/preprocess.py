@@ -2,7 +2,7 @@
 
 torchvision models take their weights' own transforms (``weights.transforms()``: resize, centre crop,
 mean, std); config values override them (``model.input_shape=[C,H,W]`` wins over ``model.input_size``,
-and H may differ from W); ONNX models read the sample shape from the file (:mod:`qbench.zoo.inputs`).
+and H may differ from W); ONNX models read the sample shape from the file (:mod:`qbench.data.onnx_inputs`).
 How images reach H x W is stated in :func:`qbench.data.transforms.to_model_input`.
 """
 
@@ -56,7 +56,7 @@ def torchvision_preprocess(model_cfg: Any) -> Preprocess:
 def onnx_preprocess(model_cfg: Any, contract: InputContract | None = None) -> Preprocess:
     """Image preprocessing of an ONNX model whose one input is an image; raises InputError otherwise."""
     from qbench.config.inputs import InputError
-    from qbench.zoo.inputs import onnx_contract
+    from qbench.data.onnx_inputs import onnx_contract
 
     contract = contract or onnx_contract(model_cfg)
     shape = contract.image_shape

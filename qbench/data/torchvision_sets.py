@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from qbench.data.preprocess import Preprocess
 from qbench.data.splits import DataSplits
 from qbench.data.transforms import to_model_input
-from qbench.zoo.preprocess import Preprocess
 
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torchvision.transforms.functional as TF
 
-from qbench.zoo.preprocess import Preprocess
+from qbench.data.preprocess import Preprocess
 
 
 def to_model_input(images: torch.Tensor, preprocess: Preprocess, default_mean: tuple[float, ...],

@@ -168,7 +168,7 @@ def check_model(cfg: Any) -> str | None:
                 return str(exc)
         else:
             try:
-                from qbench.zoo.inputs import onnx_contract
+                from qbench.data.onnx_inputs import onnx_contract
 
                 onnx_contract(cfg)
             except Exception as exc:  # InputError, or a file onnx cannot parse
