@@ -117,3 +117,9 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, Record]]:
             yield path, read_record(path)
         except (OSError, json.JSONDecodeError):
             continue
+
+
+def cell_dir(run_dir: Path, name: str, cell_hash: str) -> Path:
+    """Where a suite run keeps a cell's files and record."""
+    slug = name.replace("/", "__").replace("@", "_at_")
+    return run_dir / "cells" / f"{slug}-{cell_hash[:8]}"

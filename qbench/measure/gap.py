@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbench.config import CheckConfig
-from qbench.measure.opmix import MIN_INTEGER_SHARE, integer_share
+from qbench.measure.kernel_rule import MIN_INTEGER_SHARE, integer_share
 from qbench.metrics import as_number
 
 # x86 ISA flags (as env.cpu.isa lists them) with an int8 dot product that accumulates u8×s8 in int32 directly

@@ -12,11 +12,10 @@ backends, and its cut (:data:`MIN_INTEGER_SHARE`) by the deployment-gap verdict:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from qbench.metrics import as_number
+from qbench.measure.kernel_rule import MIN_INTEGER_SHARE, integer_share
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 # a model runs "in integer kernels" (kernel int8/int4, verdict "integer") from this share of its MACs (of its
 # compute ops when no MACs could be mapped) on; below it, it is "mixed"
-MIN_INTEGER_SHARE = 0.9
 
 # ONNX Runtime compute operators, by the precision of their arithmetic
 ORT_INTEGER_OPS = {
@@ -65,26 +63,6 @@ def _metrics(kinds: list[tuple[str, bool, bool, int | None]], total_macs: int) -
         out["opmix.mac_coverage"] = mapped / total_macs
         out["opmix.integer_mac_share"] = integer_macs / mapped
     return out
-
-
-def integer_share(metrics: Mapping[str, Any]) -> tuple[float | None, str]:
-    """The share of the work in integer kernels and its basis: of MACs where known, else of compute ops;
-    (None, "") when the op mix was not measured."""
-    for name, basis in (("opmix.integer_mac_share", "MACs"), ("opmix.integer_op_share", "compute ops")):
-        share = as_number(metrics.get(name))
-        if share is not None:
-            return share, basis
-    return None, ""
-
-
-def integer_kernel(metrics: Mapping[str, Any], label: str = "int8") -> str:
-    """The ``kernel`` of a quantized deployment from its op mix: ``label`` (int8, int4) when at least
-    :data:`MIN_INTEGER_SHARE` of the work runs in integer kernels, ``mixed`` when less does, ``fp32`` when the
-    deployed graph has no integer kernel at all."""
-    if not metrics.get("opmix.integer_ops"):
-        return "fp32"
-    share, _ = integer_share(metrics)
-    return label if (share or 0.0) >= MIN_INTEGER_SHARE else "mixed"
 
 
 def verdict(metrics: dict[str, float]) -> str:

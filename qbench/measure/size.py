@@ -6,11 +6,14 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from qbench.quant.affine import QuantizedTensor
+if TYPE_CHECKING:
+    from qbench.quant.affine import QuantizedTensor
+
 
 
 def files_nbytes(paths: list[Path]) -> int:

@@ -46,7 +46,8 @@ def suite_task(cfg: DictConfig) -> object:
     """A cell launched by the suite sweeper (in this process or in a launcher's worker): it goes to the
     suite run's directory, attaches to the parent run, and is reused if it already finished there."""
     from qbench.orchestrate.runner import CellOutcome, run_cell_job
-    from qbench.orchestrate.suite import cell_dir, finished_record
+    from qbench.orchestrate.suite import finished_record
+    from qbench.record import cell_dir
 
     run_dir = Path(cfg.suite.run_dir)
     name, cell_hash = qconfig.cell_name(cfg), qconfig.cell_hash(cfg)

@@ -75,7 +75,7 @@ def print_plan(name: str, planned: list[PlannedCell]) -> None:
 def collect(planned: list[PlannedCell], run_dir: Path) -> list[dict[str, Any]]:
     """The record of every planned cell in this suite run (a missing one counts as failed)."""
     from qbench import config as qconfig
-    from qbench.orchestrate.suite import cell_dir
+    from qbench.record import cell_dir
 
     out = []
     for cell in planned:

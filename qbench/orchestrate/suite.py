@@ -31,7 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qbench import config as qconfig
-from qbench.record import RECORD_NAME, CellResult, make_record, read_record, write_record
+from qbench.record import RECORD_NAME, CellResult, cell_dir, make_record, read_record, write_record
 from qbench.storage import write_json_atomic
 from qbench.track.mlflow_tracker import run_params
 from qbench.track.reference import QUANTIZED_ONLY_KEYS, GroupKey, group_key
@@ -123,11 +123,6 @@ class SuiteState:
 
     def save(self, state: dict[str, Any]) -> None:
         write_json_atomic(self.path, state)
-
-
-def cell_dir(run_dir: Path, name: str, cell_hash: str) -> Path:
-    slug = name.replace("/", "__").replace("@", "_at_")
-    return run_dir / "cells" / f"{slug}-{cell_hash[:8]}"
 
 
 def finished_record(run_dir: Path, name: str, cell_hash: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from qbench import __version__
-from qbench.config import CheckConfig, one_line, paths
+from qbench.config import CheckConfig, one_line, paths, suite_check
 from qbench.measure import gap
 from qbench.metrics import as_number
 from qbench.regress.gates import GATED_RESOURCES
@@ -45,58 +45,28 @@ class BaselineError(Exception):
     """No baseline, unknown suite, incomplete suite run, bad check settings: one line, exit 2."""
 
 
+def check_settings(suite: str) -> CheckConfig:
+    """The suite's ``suite.check`` settings (:func:`qbench.config.suite_check.check_settings`), bad ones a
+    :class:`BaselineError`."""
+    try:
+        return suite_check.check_settings(suite)
+    except suite_check.SuiteSettingsError as exc:
+        raise BaselineError(str(exc)) from None
+
+
 # ----------------------------------------------------------------------------------------- locations
-def suite_yaml(suite: str) -> Path | None:
-    """``NAME.yaml`` in the first suites directory that has it (the user's ./suites, then qbench's)."""
-    for directory in paths.suite_dirs():
-        path = directory / f"{suite}.yaml"
-        if path.is_file():
-            return path
-    return None
-
-
 def baseline_path(suite: str, baselines_dir: str | Path | None = None) -> Path:
     """``<baselines_dir>/<suite>.json``; default ``$QBENCH_BASELINES_DIR``, else ``baselines/`` next to the
     suite's YAML."""
     directory = baselines_dir or os.environ.get(BASELINES_ENV)
     if directory:
         return Path(directory).expanduser() / f"{suite}.json"
-    yaml_path = suite_yaml(suite)
+    yaml_path = suite_check.suite_yaml(suite)
     if yaml_path is None:
         known = sorted({p.stem for d in paths.suite_dirs() for p in d.glob("*.yaml")})
         raise BaselineError(f"unknown suite {suite!r} (suites: {', '.join(known) or 'none'}); "
                             f"or give --baselines-dir")
     return yaml_path.parent / "baselines" / f"{suite}.json"
-
-
-def check_settings(suite: str) -> CheckConfig:
-    """The suite's ``suite.check`` section over the defaults of :class:`qbench.config.CheckConfig` (defaults
-    alone when the suite has no YAML here). The YAML is read as it is now: the policy of today's check."""
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.structured(CheckConfig)
-    path = suite_yaml(suite)
-    try:
-        if path is not None:
-            section = OmegaConf.select(OmegaConf.load(path), "suite.check")
-            if section is not None:
-                node = OmegaConf.merge(node, section)
-        settings: CheckConfig = OmegaConf.to_object(node)  # type: ignore[assignment]
-    except Exception as exc:  # unknown key or wrong type in the YAML
-        raise BaselineError(f"{path}: suite.check: {one_line(exc)}") from None
-    for key in ("top1_tolerance_pt", "speedup_tolerance", "latency_tolerance", "memory_tolerance_pct",
-                "memory_tolerance_mb", "size_tolerance_pct", "size_tolerance_mb", "deployment_gap_pt"):
-        if getattr(settings, key) < 0:
-            raise BaselineError(f"{path}: suite.check.{key}={getattr(settings, key)}: must be >= 0")
-    if not 0 <= settings.min_agreement_simulated <= 1:
-        raise BaselineError(f"{path}: suite.check.min_agreement_simulated={settings.min_agreement_simulated}: must "
-                            "be a fraction in [0, 1]")
-    if not 0 < settings.alpha < 1:
-        raise BaselineError(f"{path}: suite.check.alpha={settings.alpha}: must be in (0, 1)")
-    for scheme, floor in {**settings.floors, "floor_8bit": settings.floor_8bit}.items():
-        if not 0 <= floor <= 1:
-            raise BaselineError(f"{path}: suite.check floor {scheme}={floor}: must be a fraction in [0, 1]")
-    return settings
 
 
 # ------------------------------------------------------------------------------------------ snapshots
@@ -175,7 +145,7 @@ def _hash(row: pd.Series) -> str:
 def run_snapshot(uri: str, parent: Any, *, with_samples: bool = True) -> dict[str, Any]:
     """Snapshot of the suite run ``parent`` (an MLflow run): one entry per cell name (the latest child run of
     each name: a resumed suite re-logs the cells it re-runs)."""
-    from qbench.orchestrate.suite import cell_dir
+    from qbench.record import cell_dir
     from qbench.track import query
 
     frame = query.cell_runs(uri, parent.info.run_id)

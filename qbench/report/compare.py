@@ -51,11 +51,11 @@ def suite_settings(suite: str) -> CheckConfig:
     here, or whose section is invalid: then with a warning)."""
     if not suite:
         return CheckConfig()
-    from qbench.regress.baseline import BaselineError, check_settings
+    from qbench.config.suite_check import SuiteSettingsError, check_settings
 
     try:
         return check_settings(suite)
-    except BaselineError as exc:
+    except SuiteSettingsError as exc:
         log.warning("deployment-gap flags use the default thresholds: %s", exc)
         return CheckConfig()
 
