@@ -46,7 +46,8 @@ def scheme_label(quant: QuantConfig | DictConfig) -> str:
 def cell_name(cfg: QBenchConfig | DictConfig) -> str:
     """Readable cell name, e.g. ``resnet18/w8a8-pc/onnxruntime``; the dataset is added when not digits,
     the task when not image classification (``digit_regression:digits_cnn/...``), the device when not cpu,
-    and explicit thread counts / latency batch sizes as ``/t1``, ``/b8``."""
+    settings that differ from the defaults (``/u8s8`` int8 path, ``/opt-basic`` ORT graph optimization), and
+    explicit thread counts / latency batch sizes as ``/t1``, ``/b8``."""
     model = cfg.model.name if cfg.dataset.name == "digits" else f"{cfg.model.name}@{cfg.dataset.name}"
     task = getattr(getattr(cfg, "task", None), "name", DEFAULT_TASK)
     if task != DEFAULT_TASK:  # a prefix: reports read the scheme as the second "/" part
@@ -57,6 +58,9 @@ def cell_name(cfg: QBenchConfig | DictConfig) -> str:
     int8_path = getattr(cfg.backend, "int8_path", "auto")
     if int8_path != "auto":
         name += f"/{int8_path}"
+    level = getattr(cfg.backend, "graph_optimization_level", "all")
+    if cfg.backend.name == "onnxruntime" and level != "all":  # a sweep over levels must not repeat a name
+        name += f"/opt-{level}"
     if cfg.measure.threads.intra_op is not None:
         name += f"/t{cfg.measure.threads.intra_op}"
     if cfg.measure.latency.batch_size != 1:

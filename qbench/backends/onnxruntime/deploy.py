@@ -91,7 +91,7 @@ def deploy(ctx: DeployContext) -> Deployment:
 
 
 def _kernel(method: str, cfg: QBenchConfig, mix: dict[str, float]) -> str:
-    from qbench.measure.opmix import integer_kernel
+    from qbench.measure.kernel_rule import integer_kernel
 
     if method == "none":
         return "fp32"

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 
 def deploy(ctx: DeployContext) -> Deployment:
-    from qbench.measure.opmix import integer_kernel, torch_op_mix
+    from qbench.measure.kernel_rule import integer_kernel
+    from qbench.measure.opmix import torch_op_mix
 
     _set_engine(ctx.cfg.backend.quantized_engine)
     method = ctx.cfg.quant.method
