@@ -150,3 +150,24 @@ def test_deployment_gap_metrics_are_in_mlflow_for_every_real_quantized_cell(run_
     for column in ("metrics.acc.top1_simulated", "metrics.acc.agreement_simulated", "metrics.acc.gap_top1"):
         assert real_quantized[column].notna().all(), column
     assert (runs["tags.qbench.status"] == "skipped").sum() == 1
+
+
+def test_simulation_quantizes_the_layers_the_backend_quantizes(compose, reference_models, run_qbench, tmp_path) -> None:
+    """ONNX Runtime's weight-only MatMulNBits leaves convolutions float: the cell's simulation does the same, so
+    its deployment gap compares like with like (it was flagged at 93 % agreement when the simulation quantized
+    every conv to 4 bits)."""
+    from qbench.backends import get_backend
+    from qbench.quant.simulate import build_simulated_model
+
+    cfg = qconfig.validate(compose("model=digits_cnn", "quant=w4_wo", "backend=onnxruntime"))
+    assert get_backend("onnxruntime").native_layer_types(cfg) == ("Linear",)
+    assert get_backend("torch").native_layer_types(cfg) == ("Conv2d", "Linear")
+    sim = build_simulated_model(reference_models["digits_cnn"], cfg.quant, layer_types=("Linear",))
+    assert {type(layer.layer).__name__ for layer in quantized_layers(sim)} == {"Linear"}
+    out = run_qbench("run", "model=mobilenet_v2", "quant=w4_wo", "backend=onnxruntime", "measure=quick",
+                     "measure.energy.duration_s=0", "measure.latency.throughput_batch_size=0", "tracking=none")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (path,) = tmp_path.glob("results/runs/*/record.json")
+    record = json.loads(path.read_text())
+    assert record["tags"]["quant.layer_types"] == "Linear"
+    assert record["metrics"]["acc.agreement_simulated"] >= 0.99 and abs(record["metrics"]["acc.gap_top1"]) <= 0.01

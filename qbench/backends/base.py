@@ -22,6 +22,10 @@ class UnsupportedScheme(Exception):
     """The backend cannot run this scheme natively (a cell to skip, with this reason)."""
 
 
+# the layer types qbench's simulation can quantize (qbench.quant.simulate.QUANTIZABLE, by name)
+ALL_LAYER_TYPES = ("Conv2d", "Linear")
+
+
 class Backend:
     """A runtime that executes models: its capabilities here, its deployment in its package's ``deploy``."""
 
@@ -30,6 +34,12 @@ class Backend:
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
         """Why this backend cannot run ``cfg``'s scheme natively, or None if it can."""
         return None
+
+    def native_layer_types(self, cfg: QBenchConfig) -> tuple[str, ...]:
+        """The layer types this backend quantizes for ``cfg``'s scheme; the simulation quantizes the same ones
+        so that the deployment gap compares like with like (e.g. ONNX Runtime's weight-only MatMulNBits leaves
+        convolutions in float)."""
+        return ALL_LAYER_TYPES
 
     def deploy(self, ctx: Any) -> Any:
         """Build the artifact of the cell's scheme from a ``DeployContext`` and return a runnable ``Deployment``.

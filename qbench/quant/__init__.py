@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, cache_key: str | None = None,
-                 emulate_isa: str | None = None) -> tuple[nn.Module | None, dict[str, float]]:
+                 emulate_isa: str | None = None, layer_types: tuple[str, ...] = ("Conv2d", "Linear")
+                 ) -> tuple[nn.Module | None, dict[str, float]]:
     """The simulated (fake-quant) model of ``quant``: BN folded, weights quantized, static activation
     ranges calibrated on ``quant.calibration.samples`` calibration images, then fine-tuned for QAT.
     None for method ``none``. Also returns figures of the process (QAT time and accuracy).
@@ -23,7 +24,7 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
 
     if quant.method == "none":
         return None, {}
-    model = build_simulated_model(fp32_model, quant, emulate_isa)
+    model = build_simulated_model(fp32_model, quant, emulate_isa, layer_types)
     if quant.method in ("ptq", "qat"):
         samples = min(quant.calibration.samples, len(splits.calibration))
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))

@@ -225,17 +225,19 @@ def quantized_layers(model: nn.Module) -> list[QuantizedLayer]:
     return [m for m in model.modules() if isinstance(m, QuantizedLayer)]
 
 
-def build_simulated_model(fp32_model: nn.Module, quant, emulate_isa: str | None = None) -> nn.Module:
-    """Fold BN and wrap each Conv2d/Linear (not excluded) per the scheme; weights are quantized at once,
-    static activation ranges need :func:`calibrate` next. ``emulate_isa`` reproduces that CPU's int8
-    arithmetic (:mod:`qbench.quant.isa_emulation`)."""
+def build_simulated_model(fp32_model: nn.Module, quant, emulate_isa: str | None = None,
+                          layer_types: tuple[str, ...] = ("Conv2d", "Linear")) -> nn.Module:
+    """Fold BN and wrap each Conv2d/Linear (not excluded; of ``layer_types``, the ones the cell's backend
+    quantizes) per the scheme; weights are quantized at once, static activation ranges need :func:`calibrate`
+    next. ``emulate_isa`` reproduces that CPU's int8 arithmetic (:mod:`qbench.quant.isa_emulation`)."""
     if quant.method == "none":
         raise ValueError("method none has no simulated model: use the FP32 model")
     model = fold_batchnorm(fp32_model)
     targets = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, QUANTIZABLE) and not any(fnmatch.fnmatch(name, p) for p in quant.exclude)
+        if isinstance(module, QUANTIZABLE) and type(module).__name__ in layer_types
+        and not any(fnmatch.fnmatch(name, p) for p in quant.exclude)
     ]
     for name, module in targets:
         input_quantizer = None

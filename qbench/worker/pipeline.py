@@ -86,7 +86,11 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     deploy_cfg, emulate, int8_tags = int8_path.for_cell(cfg)
     tags.update(int8_tags)
     cache_key = reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference" else None
-    simulated, scheme_stats = (apply_scheme(fp32_model, deploy_cfg.quant, splits, cache_key, emulate)
+    # the simulation quantizes the layer types the backend does (weight-only ORT, dynamic torch: Linear only)
+    layer_types = get_backend(cfg.backend.name).native_layer_types(cfg)
+    if cfg.quant.method != "none":
+        tags["quant.layer_types"] = ",".join(layer_types)
+    simulated, scheme_stats = (apply_scheme(fp32_model, deploy_cfg.quant, splits, cache_key, emulate, layer_types)
                                if fp32_model is not None
                                else (None, {}))  # user ONNX models are quantized by ONNX Runtime alone
     metrics.update(scheme_stats)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qbench.backends.base import Backend
+from qbench.backends.base import ALL_LAYER_TYPES, Backend
 
 if TYPE_CHECKING:
     from qbench.config import QBenchConfig
@@ -32,6 +32,10 @@ CALIBRATORS = {"minmax": "MinMax", "histogram": "Entropy", "percentile": "Percen
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+
+    def native_layer_types(self, cfg: QBenchConfig) -> tuple[str, ...]:
+        # MatMulNBits (weight-only) quantizes MatMul/Gemm: convolutions stay float in the deployed graph
+        return ("Linear",) if cfg.quant.method == "weight_only" else ALL_LAYER_TYPES
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
         import onnxruntime as ort

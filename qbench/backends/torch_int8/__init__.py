@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qbench.backends.base import TORCH_MODEL_NEEDED, Backend
+from qbench.backends.base import ALL_LAYER_TYPES, TORCH_MODEL_NEEDED, Backend
 
 if TYPE_CHECKING:
     from qbench.config import QBenchConfig
@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 class TorchInt8Backend(Backend):
     name = "torch_int8"
+
+    def native_layer_types(self, cfg: QBenchConfig) -> tuple[str, ...]:
+        # torch.ao's dynamic quantization covers Linear only: convolutions stay float in the deployed model
+        return ("Linear",) if cfg.quant.method == "dynamic" else ALL_LAYER_TYPES
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
         if cfg.model.source == "onnx":
