@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fake_datasets import write_mnist
 from torch import nn
 
 QUICK = ("measure=quick", "tracking=none", "dataset.calibration_size=24", "dataset.evaluation_size=20")
@@ -172,15 +172,7 @@ def _cifar(root: Path) -> Path:
 
 
 def _mnist(root: Path) -> Path:
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(2)
-    for prefix, n in (("train", 12), ("t10k", 12)):
-        images = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
-    return root
+    return write_mnist(root, train=12, test=12)
 
 
 def test_non_square_images_through_every_image_dataset(compose, tmp_path) -> None:

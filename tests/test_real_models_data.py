@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from fake_datasets import write_mnist
 
 QUICK = ("measure=quick", "tracking=none")
 
@@ -210,19 +211,11 @@ def test_onnx_model_on_a_torch_backend_is_refused(run_qbench, tmp_path) -> None:
 
 def test_mnist_idx_files_written_by_the_test(compose, tmp_path) -> None:
     """MNIST through torchvision's idx parser: 28x28 grey, resized and replicated to the model's input."""
-    import struct
 
     from qbench import config as qconfig
     from qbench.data import load_splits
 
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(2)
-    for prefix, n in (("train", 30), ("t10k", 20)):
-        images = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
-        labels = rng.integers(0, 10, n, dtype=np.uint8)
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+    write_mnist(tmp_path, train=30, test=20)
     cfg = qconfig.validate(compose("model=tv", "model.name=resnet18", "model.pretrained=false",
                                    "model.input_size=32", "dataset=mnist", f"dataset.root={tmp_path}",
                                    "dataset.calibration_size=8", "dataset.evaluation_size=12"))
