@@ -87,3 +87,26 @@ def test_cell_hash_ignores_tracking_but_not_scheme(compose) -> None:
     assert qconfig.cell_hash(compose("tracking.experiment=other", "results_dir=elsewhere")) == base
     assert qconfig.cell_hash(compose("quant.weights.bits=4")) != base
     assert qconfig.cell_hash(compose("backend.device=cuda")) != base
+
+
+def test_each_backend_has_its_own_settings(compose) -> None:
+    """ORT's session options are in onnxruntime cells only (hash and params), torch_int8's engine in its own."""
+    torch_cell = qconfig.validate(compose("backend=torch"))
+    ort_cell = qconfig.validate(compose("backend=onnxruntime", "backend.graph_optimization_level=basic"))
+    int8_cell = qconfig.validate(compose("backend=torch_int8", "backend.quantized_engine=fbgemm"))
+    assert set(vars(torch_cell.backend)) == {"name", "device"}
+    assert ort_cell.backend.graph_optimization_level == "basic" and not hasattr(ort_cell.backend, "quantized_engine")
+    assert int8_cell.backend.quantized_engine == "fbgemm" and not hasattr(int8_cell.backend, "providers")
+    with pytest.raises(qconfig.ConfigError, match="valid values: disable, basic, extended, all"):
+        qconfig.validate(compose("backend=onnxruntime", "backend.graph_optimization_level=max"))
+
+
+def test_a_setting_of_another_backend_is_one_clear_line() -> None:
+    from qbench.cli import UsageError, preflight
+
+    with pytest.raises(UsageError) as info:
+        preflight(["backend=torch", "backend.graph_optimization_level=basic"])
+    assert str(info.value) == ("backend.graph_optimization_level is a setting of backend=onnxruntime, not of "
+                               "backend=torch (its settings: name, device)")
+    with pytest.raises(UsageError, match="backend=torch_int8/onnxruntime, not of backend=torch"):
+        preflight(["backend.int8_path=u8s8"])

@@ -231,3 +231,11 @@ def test_a_worker_whose_orchestrator_is_already_gone_exits_at_once(tmp_path) -> 
     out = subprocess.run([sys.executable, "-m", "qbench.worker", str(tmp_path / "cell")], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 3 and "is gone" in out.stderr, out.stderr[-2000:]
+
+
+def test_a_sweep_over_one_backends_setting_leaves_the_other_backends_cells_alone(run_qbench) -> None:
+    out = run_qbench("run", "+suite=smoke", "quant=fp32", "backend=torch,onnxruntime",
+                     "backend.graph_optimization_level=disable,all", "suite.dry_run=true")
+    assert out.returncode == 0, out.stderr
+    assert sorted(_cells(out.stdout)) == ["digits_cnn/fp32/onnxruntime", "digits_cnn/fp32/onnxruntime/opt-disable",
+                                          "digits_cnn/fp32/torch"]

@@ -69,9 +69,26 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from qbench.backends import register_backend_schemas
+
     qconfig.register_configs()
+    register_backend_schemas()
     with initialize_config_dir(config_dir=str(paths.CONF_DIR), version_base="1.3", job_name="qbench"):
         return hydra_compose(config_name="config", overrides=overrides)
+
+
+def _backend_setting_hint(args: list[str]) -> str | None:
+    """A clearer line than Hydra's "Key 'x' not in 'BackendConfig'" for a setting of another backend."""
+    from qbench.backends import foreign_setting
+
+    parsed = _parse_overrides(args)
+    backend = next((o.get_value_element_as_str() for o in parsed if o.get_key_element() == "backend"),
+                   "torch")  # conf/config.yaml's default backend
+    for override in parsed:
+        key = override.get_key_element().lstrip("+~")
+        if key.startswith("backend.") and (hint := foreign_setting(backend, key.removeprefix("backend."))):
+            return hint
+    return None
 
 
 def preflight(args: list[str]) -> None:
@@ -83,7 +100,7 @@ def preflight(args: list[str]) -> None:
     try:
         cfg_node = compose(overrides)
     except Exception as exc:  # Hydra/OmegaConf composition errors: unknown key, wrong type
-        raise UsageError(qconfig.one_line(exc)) from None
+        raise UsageError(_backend_setting_hint(args) or qconfig.one_line(exc)) from None
     try:
         cfg = qconfig.validate(cfg_node)
     except qconfig.ConfigError as exc:

@@ -33,6 +33,8 @@ class TrainRecipe:
 
 @dataclass
 class ModelConfig:
+    """The network under test and where its weights come from (``model=`` group, conf/model/)."""
+
     name: str = MISSING
     # reference: trained by qbench on the dataset (digits_cnn, resnet18, mobilenet_v2);
     # torchvision: any torchvision classification model by name (model=tv model.name=resnet50);
@@ -73,6 +75,8 @@ class TaskConfig:
 
 @dataclass
 class DatasetConfig:
+    """Calibration/evaluation (and training) data of a cell (``dataset=`` group, conf/dataset/)."""
+
     name: str = MISSING
     # imagefolder / cifar10 / mnist: where the data is (class folders; torchvision's layout)
     root: str | None = None
@@ -96,6 +100,8 @@ class DatasetConfig:
 
 @dataclass
 class TensorQuantConfig:
+    """How one tensor kind (weights or activations) is quantized: grid, granularity, range observer."""
+
     bits: int = 8
     granularity: str = "per_tensor"
     group_size: int = 128
@@ -107,12 +113,16 @@ class TensorQuantConfig:
 
 @dataclass
 class CalibrationConfig:
+    """How many calibration samples PTQ observes, in batches of this size."""
+
     samples: int = 128
     batch_size: int = 32
 
 
 @dataclass
 class QATConfig:
+    """Quantization-aware fine-tuning (``quant.method=qat``)."""
+
     epochs: int = 3
     lr: float = 0.001
     batch_size: int = 64
@@ -121,6 +131,8 @@ class QATConfig:
 
 @dataclass
 class QuantConfig:
+    """The quantization scheme of a cell (``quant=`` group, conf/quant/)."""
+
     method: str = "none"
     weights: TensorQuantConfig = field(default_factory=TensorQuantConfig)
     activations: TensorQuantConfig = field(default_factory=TensorQuantConfig)
@@ -135,23 +147,21 @@ class QuantConfig:
 
 @dataclass
 class BackendConfig:
+    """The runtime that deploys the cell (``backend=`` group, conf/backend/). Settings of one backend only live in
+    its own subclass (qbench/backends/NAME/config.py), so they are in that backend's cells' hash and params only."""
+
     name: str = MISSING
     device: str = "cpu"
-    # onnxruntime: ONNX opset of the export, graph optimization level, execution providers in order
-    onnx_opset: int = 18
-    graph_optimization_level: str = "all"
-    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
-    # onnxruntime static QDQ: run ORT's quant_pre_process (shape inference + graph cleanup) first
-    pre_process: bool = True
-    # onnxruntime / torch_int8: int8 arithmetic: auto (from the CPU's ISA) | u8s8 | u8s8_reduce_range | u8u8
-    # (qbench/quant/int8_path.py says what each means and what auto picks)
-    int8_path: str = "auto"
-    # torch_int8: PyTorch's quantized engine (x86 = fbgemm + oneDNN chosen per op; fbgemm; onednn)
-    quantized_engine: str = "x86"
+
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        """Valid values of this backend's settings that take a name, checked by validation."""
+        return {}
 
 
 @dataclass
 class ThreadsConfig:
+    """CPU threads of the runtime while measuring."""
+
     # null = the number of physical cores; the resolved value is recorded with every result
     intra_op: int | None = None
     inter_op: int = 1
@@ -159,6 +169,8 @@ class ThreadsConfig:
 
 @dataclass
 class LatencyConfig:
+    """The latency protocol (warm-up, window, stability gate; see qbench/measure/latency.py)."""
+
     warmup_calls: int = 10
     warmup_s: float = 1.0
     min_calls: int = 100
@@ -188,6 +200,8 @@ class EnergyCosts:
 
 @dataclass
 class EnergyConfig:
+    """Energy: measured by a counter where one exists, else estimated (qbench/measure/energy.py)."""
+
     # the batch-1 call is repeated this long while energy counters (RAPL/NVML) or CPU time are read
     duration_s: float = 2.0
     # used only without a counter: energy = this process's CPU seconds x this figure (see README)
@@ -197,6 +211,8 @@ class EnergyConfig:
 
 @dataclass
 class MeasureConfig:
+    """What is measured and how (``measure=`` group: default, quick)."""
+
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
@@ -207,6 +223,8 @@ class MeasureConfig:
 
 @dataclass
 class TrackingConfig:
+    """Where results are logged (MLflow tracking URI and experiment)."""
+
     enabled: bool = True
     uri: str = "sqlite:///results/mlflow.db"
     experiment: str = "qbench"
@@ -244,6 +262,8 @@ class CheckConfig:
 
 @dataclass
 class SuiteConfig:
+    """A sweep of cells (``+suite=NAME``, suites/NAME.yaml): not part of a cell's hash."""
+
     name: str | None = None
     description: str = ""
     # print the planned cells (grid + FP32 references, skips) and stop
@@ -259,6 +279,8 @@ class SuiteConfig:
 
 @dataclass
 class DebugConfig:
+    """Test-only fault injection."""
+
     # test-only fault injection inside the cell's worker: none | raise | abort | hang, or prepare (training the
     # cell's reference model fails, even when it is cached), for the cells whose name matches fault_on (fnmatch)
     fault: str = "none"
@@ -267,6 +289,8 @@ class DebugConfig:
 
 @dataclass
 class QBenchConfig:
+    """One cell: task x model x dataset x quant scheme x backend x measure settings."""
+
     # a default, not MISSING: a config saved before tasks existed is an image classification cell
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name=DEFAULT_TASK))
     model: ModelConfig = MISSING

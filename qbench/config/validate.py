@@ -15,11 +15,8 @@ from qbench.config.names import (
     DATASETS,
     FAULTS,
     GRANULARITIES,
-    GRAPH_OPTIMIZATION_LEVELS,
-    INT8_PATHS,
     METHODS,
     OBSERVERS,
-    QUANTIZED_ENGINES,
     REFERENCE_ARCHS,
     SOURCES,
     STABILITY_METRICS,
@@ -93,11 +90,9 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     _validate_inputs(obj.model)
     _check_choice("dataset.name", obj.dataset.name, DATASETS)
     _check_choice("backend.name", obj.backend.name, BACKENDS)
-    _check_choice("backend.int8_path", obj.backend.int8_path, INT8_PATHS)
-    _check_choice("backend.quantized_engine", obj.backend.quantized_engine, QUANTIZED_ENGINES)
+    for key, valid in obj.backend.choices().items():
+        _check_choice(f"backend.{key}", getattr(obj.backend, key), valid)
     _check_choice("quant.target_isa", obj.quant.target_isa, TARGET_ISAS)
-    _check_choice("backend.graph_optimization_level", obj.backend.graph_optimization_level,
-                  GRAPH_OPTIMIZATION_LEVELS)
     q = obj.quant
     _check_choice("quant.method", q.method, METHODS)
     _validate_tensor("quant.weights", q.weights, GRANULARITIES)

@@ -10,9 +10,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from qbench import config as qconfig
+from qbench.backends import register_backend_schemas
 from qbench.config import paths
 
 qconfig.register_configs()
+register_backend_schemas()
 
 # Exit status of the last task (Hydra's decorated main returns nothing): read by qbench.cli.
 exit_status = 0

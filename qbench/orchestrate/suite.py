@@ -73,7 +73,16 @@ def expand_grid(params: dict[str, str] | None, arguments: list[str]) -> list[lis
     for override in parsed:
         by_key[override.get_key_element()] = override
     (batch,) = BasicSweeper.split_arguments(list(by_key.values()), None)
-    return [list(job) for job in batch]
+    return [_without_foreign_settings(list(job)) for job in batch]
+
+
+def _without_foreign_settings(job: list[str]) -> list[str]:
+    """A sweep over both torch and onnxruntime with ``backend.graph_optimization_level=a,b`` sweeps that setting
+    on the onnxruntime cells only: a torch cell drops the settings it does not have (its copies are one cell)."""
+    from qbench.backends import foreign_setting
+
+    backend = next((o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == "backend"), "torch")
+    return [o for o in job if not (o.startswith("backend.") and foreign_setting(backend, o.split("=", 1)[0][8:]))]
 
 
 def _is_quant_override(override: str) -> bool:

@@ -150,7 +150,7 @@ def emulated_isa(quant: Any, path: Int8Path, backend: str, flags: set[str] | Non
 def for_cell(cfg: Any) -> tuple[Any, str | None, dict[str, str]]:
     """A cell's int8 arithmetic: its config with the scheme adjusted to the resolved path (names and hashes
     keep the original), the ISA the simulation reproduces (None: exact), and the tags that record both."""
-    path = resolve(cfg.backend.name, cfg.quant, cfg.backend.int8_path)
+    path = resolve(cfg.backend.name, cfg.quant, getattr(cfg.backend, "int8_path", "auto"))
     emulate = emulated_isa(cfg.quant, path, cfg.backend.name)
     tags: dict[str, str] = {}
     if path.path != "none":

@@ -21,6 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from qbench import config as qconfig
+from qbench.backends import backend_schema
 from qbench.config.threads import PARENT_PID_ENV
 from qbench.record import CellResult, write_json_atomic
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stdout)
     raw = OmegaConf.load(workdir / "config.yaml")
     schema = OmegaConf.structured(qconfig.QBenchConfig)
+    schema.backend = OmegaConf.structured(backend_schema(raw.backend.name))
     cfg_node = OmegaConf.merge(schema, raw)
     cell_hash = qconfig.cell_hash(qconfig.cell_config_dict(cfg_node))
     if prepare:
