@@ -35,7 +35,7 @@ def test_task_names_and_capabilities_need_no_torch() -> None:
             "print(qconfig.names.task_names(), 'torch' in sys.modules, 'torchvision' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "('image_classification',) False False"
+    assert out.stdout.strip() == "('embedding_similarity', 'image_classification', 'language_modeling') False False"
 
 
 def test_unknown_task_is_a_one_line_error(compose) -> None:

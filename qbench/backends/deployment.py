@@ -47,7 +47,8 @@ class DeployContext:
         if self._layers is None:
             from qbench.measure.opcount import count_layers
 
-            self._layers = {} if self.fp32_model is None else count_layers(self.fp32_model, self.splits.input_shape)
+            example = tuple(t[:1] for t in self.splits.evaluation.tensors[:-1])  # one sample of every input
+            self._layers = {} if self.fp32_model is None else count_layers(self.fp32_model, example)
         return self._layers
 
 

@@ -37,6 +37,9 @@ def scheme_label(quant: QuantConfig | DictConfig) -> str:
         label += f"-{w.observer}"
     if method in ("ptq", "qat") and a.observer != "minmax":
         label += f"-act{a.observer}"
+    algorithm = getattr(quant, "algorithm", "rtn")
+    if algorithm != "rtn":
+        label += f"-{algorithm}"
     target_isa = getattr(quant, "target_isa", "none")
     if target_isa != "none":
         label += f"@{target_isa}"
@@ -73,6 +76,10 @@ _NON_SEMANTIC = ("tracking", "suite", "results_dir", "resume", "hydra")
 # the task every cell had before tasks were configurable: left out of the hash so existing cells keep theirs
 # (resumed suites and records still match)
 _DEFAULT_TASK_NODE = {"name": DEFAULT_TASK, "options": {}}
+_LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quant": {"algorithm": "rtn", "algorithm_options": {}},
+    "model": {"gguf_file": None, "pooling": "mean", "keep_float": []},
+}
 
 
 def cell_config_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -89,6 +96,11 @@ def cell_hash(cfg: DictConfig | dict[str, Any]) -> str:
     semantic = {k: v for k, v in data.items() if k not in _NON_SEMANTIC}
     if semantic.get("task") == _DEFAULT_TASK_NODE:
         del semantic["task"]
+    # keys added after cells were recorded leave the hash of cells that keep their defaults unchanged
+    for group, defaults in _LATER_DEFAULTS.items():
+        node = semantic.get(group)
+        if isinstance(node, dict):
+            semantic[group] = {k: v for k, v in node.items() if not (k in defaults and v == defaults[k])}
     blob = json.dumps(semantic, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -15,13 +15,17 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_channel")
 OBSERVERS = ("minmax", "percentile", "mse", "histogram")
 METHODS = ("none", "ptq", "dynamic", "weight_only", "qat")
+ALGORITHMS = ("rtn", "gptq", "awq", "smoothquant")
 FAULTS = ("none", "raise", "abort", "hang", "prepare")
 
 # model sources and the architectures qbench trains itself (qbench/zoo)
-SOURCES = ("reference", "torchvision", "checkpoint", "onnx")
+SOURCES = ("reference", "torchvision", "checkpoint", "onnx", "hf")
+POOLINGS = ("mean", "cls")
 REFERENCE_ARCHS = ("digits_cnn", "resnet18", "mobilenet_v2")
 # datasets (qbench/data)
-DATASETS = ("digits", "imagefolder", "cifar10", "mnist", "fake")
+DATASETS = ("digits", "imagefolder", "cifar10", "mnist", "fake", "lee_corpus", "word_similarity")
+# text datasets (qbench/data/text.py), read from installed packages, and the tasks they feed
+TEXT_DATASETS = {"lee_corpus": "language_modeling", "word_similarity": "embedding_similarity"}
 # backends (qbench/backends)
 BACKENDS = ("torch", "torch_int8", "onnxruntime")
 # tasks (qbench/tasks): every module there but these is a task plug-in named after its module

@@ -29,7 +29,7 @@ PROJECT_DIR: Path | None = _checkout_dir()
 _DATA_DIR = PROJECT_DIR or RESOURCES_DIR
 CONF_DIR = _DATA_DIR / "conf"
 SUITES_DIR = _DATA_DIR / "suites"
-CONFIG_GROUPS = ("task", "model", "dataset", "quant", "backend", "measure", "tracking")
+CONFIG_GROUPS = ("task", "model", "dataset", "quant", "backend", "measure", "tracking", "workload")
 
 
 def build_info() -> dict[str, str]:

@@ -39,7 +39,8 @@ class ModelConfig:
     # reference: trained by qbench on the dataset (digits_cnn, resnet18, mobilenet_v2);
     # torchvision: any torchvision classification model by name (model=tv model.name=resnet50);
     # checkpoint: a user state dict for `arch` (torchvision name or package.module:Class);
-    # onnx: a user ONNX file (onnxruntime backend only)
+    # onnx: a user ONNX file (onnxruntime backend only);
+    # hf: a local transformers folder (model.path; pkg:PACKAGE/SUB = a folder inside an installed package)
     source: str = "reference"
     arch: str = MISSING
     in_channels: int = 3
@@ -62,6 +63,13 @@ class ModelConfig:
     # onnx: named inputs, {name: {shape: [...] (one sample, no batch dim), dtype, fill}}; null = what the file
     # declares. fill (dataset=fake): normal | uniform | zeros | ones | randint:LOW:HIGH (see qbench/data/onnx_inputs.py)
     inputs: Any = None
+    # hf: a GGUF file inside model.path (dequantized to float by transformers; needs gguf)
+    gguf_file: str | None = None
+    # hf encoders: how token embeddings become one vector (mean | cls); causal LMs have none
+    pooling: str = "mean"
+    # fnmatch patterns of layers that stay float whatever the scheme (e.g. a language model's lm_head); a scheme's
+    # quant.exclude adds to them, and model.keep_float=[] quantizes every layer
+    keep_float: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -140,6 +148,11 @@ class QuantConfig:
     qat: QATConfig = field(default_factory=QATConfig)
     # fnmatch patterns of layer names kept in floating point (e.g. ["conv1", "fc"])
     exclude: list[str] = field(default_factory=list)
+    # how weights are rounded to the grid (qbench/quant/algorithms.py): rtn (round to nearest) | gptq | awq
+    # (error-compensating, weight-only) | smoothquant (activation outliers moved into weights, for W8A8);
+    # options, e.g. {damp: 0.01, block_size: 128} (gptq), {grid: 20} (awq), {alpha: 0.5} (smoothquant)
+    algorithm: str = "rtn"
+    algorithm_options: dict[str, Any] = field(default_factory=dict)
     # reproduce this CPU's int8 arithmetic in the simulation (qbench/quant/int8_path.py): none (exact int32),
     # host, avx2 / avx512 (u8 x s8 pairs saturate in int16 on the u8s8 path), vnni, amx
     target_isa: str = "none"

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from qbench.config.identity import cell_name
 from qbench.config.names import (
     ACTIVATION_GRANULARITIES,
+    ALGORITHMS,
     BACKENDS,
     BIT_RANGE,
     DATASETS,
@@ -17,10 +18,12 @@ from qbench.config.names import (
     GRANULARITIES,
     METHODS,
     OBSERVERS,
+    POOLINGS,
     REFERENCE_ARCHS,
     SOURCES,
     STABILITY_METRICS,
     TARGET_ISAS,
+    TEXT_DATASETS,
     task_names,
 )
 from qbench.config.schema import ModelConfig, QBenchConfig
@@ -74,6 +77,27 @@ def _validate_inputs(model: ModelConfig) -> None:
                           "takes one image: set model.input_shape=[C,H,W]")
 
 
+def _validate_text(obj: QBenchConfig) -> None:
+    """Text datasets feed their task only, and only transformers models (model=hf) read text."""
+    model, dataset, task = obj.model, obj.dataset.name, obj.task.name
+    if model.source == "hf":
+        if not model.path:
+            raise ConfigError("model.path is required for model=hf (a local transformers folder, or pkg:PACKAGE/SUB)")
+        _check_choice("model.pooling", model.pooling, POOLINGS)
+        if dataset not in TEXT_DATASETS:
+            raise ConfigError(f"model={model.name} is a transformers model: it reads text "
+                              f"(dataset={' or '.join(TEXT_DATASETS)}), not dataset={dataset}")
+    elif dataset in TEXT_DATASETS:
+        raise ConfigError(f"dataset={dataset} is text: it needs a transformers model (model=hf, minilm, smollm2), "
+                          f"not model.source={model.source}")
+    wanted = TEXT_DATASETS.get(dataset)
+    if wanted and task != wanted:
+        raise ConfigError(f"dataset={dataset} feeds task={wanted}, not task={task}")
+    text_tasks = {t: d for d, t in TEXT_DATASETS.items()}
+    if task in text_tasks and dataset != text_tasks[task]:
+        raise ConfigError(f"task={task} reads dataset={text_tasks[task]}, not dataset={dataset}")
+
+
 def validate(cfg: DictConfig) -> QBenchConfig:
     """Check ranges and choices of a composed config; return it as typed objects or raise ConfigError."""
     try:
@@ -89,6 +113,7 @@ def validate(cfg: DictConfig) -> QBenchConfig:
         raise ConfigError(f"model.path is required for model={obj.model.source} (the {obj.model.source} file)")
     _validate_inputs(obj.model)
     _check_choice("dataset.name", obj.dataset.name, DATASETS)
+    _validate_text(obj)
     _check_choice("backend.name", obj.backend.name, BACKENDS)
     for key, valid in obj.backend.choices().items():
         _check_choice(f"backend.{key}", getattr(obj.backend, key), valid)
@@ -97,6 +122,13 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     _check_choice("quant.method", q.method, METHODS)
     _validate_tensor("quant.weights", q.weights, GRANULARITIES)
     _validate_tensor("quant.activations", q.activations, ACTIVATION_GRANULARITIES)
+    _check_choice("quant.algorithm", q.algorithm, ALGORITHMS)
+    if q.algorithm in ("gptq", "awq") and q.method != "weight_only":
+        raise ConfigError(f"quant.algorithm={q.algorithm}: an error-compensating weight-only algorithm; "
+                          f"quant.method={q.method} (use weight_only)")
+    if q.algorithm == "smoothquant" and q.method not in ("ptq", "dynamic"):
+        raise ConfigError(f"quant.algorithm=smoothquant moves activation outliers into the weights for W8A8: "
+                          f"quant.method={q.method} quantizes no activations (use ptq or dynamic)")
     _check_positive("quant.calibration.samples", q.calibration.samples)
     _check_positive("quant.calibration.batch_size", q.calibration.batch_size)
     _check_positive("quant.qat.epochs", q.qat.epochs, allow_zero=True)

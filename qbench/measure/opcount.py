@@ -33,8 +33,9 @@ def linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def count_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerCount]:
-    """MACs of every Conv2d/Linear of ``model`` for one sample of ``input_shape`` (C, H, W)."""
+def count_layers(model: nn.Module, example: tuple[int, ...] | tuple[torch.Tensor, ...]) -> dict[str, LayerCount]:
+    """MACs of every Conv2d/Linear of ``model`` for one sample: ``example`` is the model's inputs for one sample
+    (a batch of 1, positional), or the shape (C, H, W) of an image input."""
     counts: dict[str, LayerCount] = {}
     hooks = []
     for name, module in model.named_modules():
@@ -49,7 +50,8 @@ def count_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, La
     was_training = model.training
     try:
         model.eval()
-        model(torch.zeros(1, *input_shape))
+        inputs = example if isinstance(example[0], torch.Tensor) else (torch.zeros(1, *example),)
+        model(*inputs)
     finally:
         for hook in hooks:
             hook.remove()

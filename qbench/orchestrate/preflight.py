@@ -21,8 +21,8 @@ from qbench import config as qconfig
 # datasets with a training split (what reference models are trained on and QAT fine-tunes on)
 WITH_TRAINING_SPLIT = ("digits", "cifar10", "mnist")
 # what only a process that imports torch can check (weights, checkpoints, files' declared inputs)
-_FILE_SOURCES = ("torchvision", "checkpoint", "onnx")
-_FILE_DATASETS = ("imagefolder", "cifar10", "mnist")
+_FILE_SOURCES = ("torchvision", "checkpoint", "onnx", "hf")
+_FILE_DATASETS = ("imagefolder", "cifar10", "mnist", "lee_corpus", "word_similarity")
 
 
 class PreflightError(RuntimeError):

@@ -20,19 +20,28 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
 
     A QAT result is cached under ``cache_key`` (reference model + scheme) so that the cells of a suite that
     deploy the same QAT model to several backends train it once."""
+    import torch
+
     from qbench.quant.simulate import build_simulated_model, calibrate, quantized_layers
 
     if quant.method == "none":
         return None, {}
     model = build_simulated_model(fp32_model, quant, emulate_isa, layer_types)
+    samples = min(quant.calibration.samples, len(splits.calibration))
+    stats: dict[str, float] = {}
+    if quant.algorithm != "rtn":
+        from qbench.quant.algorithms import apply_algorithm
+
+        batches = [(b,) if isinstance(b, torch.Tensor) else tuple(b)
+                   for b in splits.calibration_inputs(samples, quant.calibration.batch_size)]
+        stats = apply_algorithm(model, quant.algorithm, quant.algorithm_options, batches)
     if quant.method in ("ptq", "qat"):
-        samples = min(quant.calibration.samples, len(splits.calibration))
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))
     if quant.method == "qat":
         from qbench.quant.qat import cached_qat
 
-        model, stats = cached_qat(model, splits, quant, cache_key)
+        model, qat_stats = cached_qat(model, splits, quant, cache_key)
         for layer in quantized_layers(model):
             layer.emulate_isa = emulate_isa
-        return model, stats
-    return model, {}
+        return model, {**stats, **qat_stats}
+    return model, stats

@@ -215,9 +215,13 @@ class QuantizedLayer(nn.Module):
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with every BatchNorm that follows a convolution folded into it."""
+    """A copy of ``model`` (eval mode) with every BatchNorm that follows a convolution folded into it. Models
+    without BatchNorm (transformers: LayerNorm/RMSNorm are not folded by any runtime) are copied as they are,
+    since they need not be traceable by torch.fx."""
     from torch.fx.experimental.optimization import fuse
 
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return copy.deepcopy(model).eval()
     return fuse(copy.deepcopy(model).eval())
 
 
@@ -264,8 +268,9 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
         q.start_observing()
     seen = 0
     for x in batches:
-        model(x)
-        seen += len(x)
+        inputs = (x,) if isinstance(x, torch.Tensor) else tuple(x)  # several named inputs: positional
+        model(*inputs)
+        seen += len(inputs[0])
     for q in quantizers:
         q.freeze()
     return seen

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
+    from qbench.backends.deployment import Deployment
     from qbench.config import QBenchConfig
     from qbench.data import DataSplits
     from qbench.data.batching import NamedBatch, Outputs
@@ -40,6 +41,9 @@ class Workload:
     inputs: NamedBatch
     batch_size: int
     protocol: str = LATENCY
+    # a call other than one inference on ``inputs`` (e.g. a decoding step with a KV cache): built once from the
+    # deployment and the inputs, outside the timing; None = the deployment's own prepare + run
+    call: Callable[[Deployment, NamedBatch], Callable[[], object]] | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ peak is reset and latency is measured, so ``memory.peak_rss_inference_mb`` is th
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -71,6 +72,9 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     fp32_model = fp32.module
     if "eval_top1" in fp32.meta:
         metrics["reference.train_top1"] = float(fp32.meta["eval_top1"])
+    for key in ("kind", "source_precision"):  # transformers models: encoder / causal_lm, e.g. gguf:Q4_1
+        if key in fp32.meta:
+            tags[f"model.{key}"] = str(fp32.meta[key])
     metrics.update(splits.notes)
     metrics["time.load_s"] = time.perf_counter() - t0
     assert splits.contract is not None
@@ -85,6 +89,9 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     # the scheme as deployed and simulated (e.g. 7-bit weights on the reduce-range path); names keep cfg's
     deploy_cfg, emulate, int8_tags = int8_path.for_cell(cfg)
     tags.update(int8_tags)
+    if cfg.model.keep_float:  # the model's float layers (e.g. lm_head) join the scheme's exclusions
+        deploy_cfg = dataclasses.replace(deploy_cfg, quant=dataclasses.replace(
+            deploy_cfg.quant, exclude=[*deploy_cfg.quant.exclude, *cfg.model.keep_float]))
     cache_key = reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference" else None
     # the simulation quantizes the layer types the backend does (weight-only ORT, dynamic torch: Linear only)
     layer_types = get_backend(cfg.backend.name).native_layer_types(cfg)

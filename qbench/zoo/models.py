@@ -156,6 +156,10 @@ def check_model(cfg: Any) -> str | None:
                 return str(exc)
             if not path.is_file() and not cfg.allow_download:
                 return _missing_weights_message(cfg.arch, path, url)
+    elif cfg.source == "hf":
+        from qbench.zoo.hf import check_hf_model
+
+        return check_hf_model(cfg)
     elif cfg.source in ("checkpoint", "onnx"):
         if not cfg.path:
             return f"model.path is required for model source {cfg.source}"
@@ -191,4 +195,9 @@ def load_fp32(model_cfg: Any, dataset_cfg: Any, splits: DataSplits | None = None
         return FP32Model(load_checkpoint(model_cfg), meta={"path": model_cfg.path})
     if source == "onnx":
         return FP32Model(None, onnx_path=Path(model_cfg.path), meta={"path": model_cfg.path})
+    if source == "hf":
+        from qbench.zoo.hf import load_hf
+
+        module, meta = load_hf(model_cfg)
+        return FP32Model(module, meta=meta)
     raise ModelUnavailable(f"model.source={source}: unknown")

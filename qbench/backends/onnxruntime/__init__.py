@@ -44,6 +44,8 @@ class OnnxRuntimeBackend(Backend):
         missing = [p for p in cfg.backend.providers if p not in available]
         if missing:
             return f"execution provider(s) {', '.join(missing)} unavailable here (available: {', '.join(available)})"
+        if cfg.model.source == "hf":
+            return "transformers models are not exported to ONNX by qbench yet (text runs on torch and torch_int8)"
         if cfg.backend.device != "cpu":
             return "the onnxruntime backend picks its device through backend.providers; keep backend.device=cpu"
         q = cfg.quant

@@ -29,6 +29,9 @@ class TorchInt8Backend(Backend):
         w, a = q.weights, q.activations
         if q.method == "none":
             return None
+        if cfg.model.source == "hf" and q.method in ("ptq", "qat"):
+            return ("static int8 on torch_int8 goes through torch.fx, which cannot trace transformers models: "
+                    "dynamic W8A8 (quant.method=dynamic) is its int8 path for them")
         if cfg.backend.int8_path == "u8u8":
             return "int8_path=u8u8: PyTorch's quantized kernels take s8 weights (u8u8 is an ONNX Runtime path)"
         if q.method == "weight_only":
