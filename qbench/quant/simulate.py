@@ -1,7 +1,8 @@
 """Simulated quantization of a PyTorch model (fake-quant): what an integer kernel would compute, in float.
 
 The FP32 model is traced with torch.fx and BatchNorm is folded into the preceding convolution
-(``torch.fx.experimental.optimization.fuse``), as every integer runtime does before quantizing. Each
+(``torch.fx.experimental.optimization.fuse``), as every integer runtime does before quantizing (a model FX cannot
+trace, e.g. a transformer with python control flow, is used as it is when it has no BatchNorm). Each
 Conv2d/Linear then becomes a :class:`QuantizedLayer` that quantizes its *input activation* (static:
 calibrated range; dynamic: the range of the current batch) and its *weight* (integer codes + scale + zero
 point, kept as a :class:`~qbench.quant.affine.QuantizedTensor`). Other ops (ReLU, add, pooling) run in
@@ -215,10 +216,20 @@ class QuantizedLayer(nn.Module):
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with every BatchNorm that follows a convolution folded into it."""
+    """A copy of ``model`` (eval mode) with every BatchNorm that follows a convolution folded into it.
+
+    Folding traces the model with torch.fx; a model FX cannot trace (python control flow, e.g. HF transformers)
+    is copied as it is when it has no BatchNorm to fold, and refused with one line when it has."""
     from torch.fx.experimental.optimization import fuse
 
-    return fuse(copy.deepcopy(model).eval())
+    plain = copy.deepcopy(model).eval()
+    try:
+        return fuse(plain)
+    except Exception as exc:  # FX tracing fails in many ways (TraceError, TypeError, ...) on python control flow
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in plain.modules()):
+            raise RuntimeError(f"cannot fold BatchNorm: torch.fx cannot trace {type(model).__name__} "
+                               f"({type(exc).__name__})") from exc
+        return plain
 
 
 def quantized_layers(model: nn.Module) -> list[QuantizedLayer]:
