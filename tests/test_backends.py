@@ -111,7 +111,7 @@ def test_gemm_to_matmul_rewrite_is_exact(tmp_path) -> None:
     "args,fragment",
     [
         (("quant=w4a8_pc", "backend=torch_int8"), "int8 x int8"),
-        (("quant=w4_wo", "backend=torch_int8"), "weight-only"),
+        (("quant=w4_wo", "quant.weights.bits=3", "backend=torch_int8"), "3-bit weight-only"),
         (("quant=w4a8_pc", "backend=onnxruntime"), "int8 only"),
         (("backend=onnxruntime", "backend.providers=[TensorrtExecutionProvider]"), "unavailable here (available:"),
     ],
@@ -145,11 +145,11 @@ def test_deployment_gap_metrics_are_in_mlflow_for_every_real_quantized_cell(run_
     runs = mlflow.search_runs(experiment_names=["qbench"])
     cells = runs[runs["tags.qbench.status"] == "finished"]
     real_quantized = cells[cells["tags.kernel"].isin(["int8", "int4", "mixed"])]
-    # w8a8-pc and dynamic on both backends, w4_wo on onnxruntime (skipped on torch_int8)
-    assert len(real_quantized) == 5
+    # w8a8-pc, dynamic and w4_wo on both backends (w4_wo: torch_int8's int4 kernel, ORT's MatMulNBits)
+    assert len(real_quantized) == 6
     for column in ("metrics.acc.top1_simulated", "metrics.acc.agreement_simulated", "metrics.acc.gap_top1"):
         assert real_quantized[column].notna().all(), column
-    assert (runs["tags.qbench.status"] == "skipped").sum() == 1
+    assert (runs["tags.qbench.status"] == "skipped").sum() == 0
 
 
 def test_simulation_quantizes_the_layers_the_backend_quantizes(compose, reference_models, run_qbench, tmp_path) -> None:

@@ -102,12 +102,19 @@ def onnx_op_mix(model_path: Path, layers: dict[str, LayerCount]) -> tuple[dict[s
 
 
 def torch_op_mix(model: nn.Module, layers: dict[str, LayerCount]) -> tuple[dict[str, float], dict[str, str]]:
-    """Op mix of a torch module tree: quantized (torch.ao.nn.quantized*) vs float Conv/Linear modules."""
+    """Op mix of a torch module tree: quantized (torch.ao.nn.quantized*) vs float Conv/Linear modules; a module
+    whose class has an ``opmix_label`` (qbench's int4 weight-only Linear) is an integer-weight Linear by that name,
+    as ORT's MatMulNBits is in :func:`onnx_op_mix`."""
     from torch import nn
 
     kinds = []
     counter: Counter[str] = Counter()
     for name, module in model.named_modules():
+        own_label = getattr(type(module), "opmix_label", None)
+        if isinstance(own_label, str):
+            counter[own_label] += 1
+            kinds.append((own_label, True, False, layers[name].macs if name in layers else None))
+            continue
         module_path = type(module).__module__
         quantized = ".quantized" in module_path
         is_conv = "Conv" in type(module).__name__

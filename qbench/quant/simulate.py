@@ -1,7 +1,8 @@
 """Simulated quantization of a PyTorch model (fake-quant): what an integer kernel would compute, in float.
 
 The FP32 model is traced with torch.fx and BatchNorm is folded into the preceding convolution
-(``torch.fx.experimental.optimization.fuse``), as every integer runtime does before quantizing. Each
+(``torch.fx.experimental.optimization.fuse``), as every integer runtime does before quantizing (a model FX cannot
+trace, e.g. a transformer with python control flow, is used as it is when it has no BatchNorm). Each
 Conv2d/Linear then becomes a :class:`QuantizedLayer` that quantizes its *input activation* (static:
 calibrated range; dynamic: the range of the current batch) and its *weight* (integer codes + scale + zero
 point, kept as a :class:`~qbench.quant.affine.QuantizedTensor`). Other ops (ReLU, add, pooling) run in

@@ -1,5 +1,6 @@
 """``torch_int8``: PyTorch's quantized CPU kernels (``backend.quantized_engine``: x86 = fbgemm + oneDNN per op,
-fbgemm, onednn) reached through torch.ao FX, running qbench's own integer codes and scales (see ``deploy``).
+fbgemm, onednn) reached through torch.ao FX, running qbench's own integer codes and scales (see ``deploy``),
+and PyTorch's CPU int4 packed-weight matmul for 4-bit weight-only Linear layers (``int4``).
 Capabilities here, torch-free: whether the engine is built into this PyTorch is only known in the worker,
 whose deployment fails with the engines it has."""
 
@@ -13,12 +14,32 @@ if TYPE_CHECKING:
     from qbench.config import QBenchConfig
 
 
+# group sizes aten._weight_int4pack_mm_for_cpu takes (qbench.backends.torch_int8.int4)
+INT4_GROUP_SIZES = (32, 64, 128, 256)
+
+
+def weight_only_reason(bits: int, granularity: str, group_size: int) -> str | None:
+    """Why PyTorch's CPU int4 weight-only kernel cannot run these weights, or None if it can."""
+    if bits == 8:
+        return ("8-bit weight-only: PyTorch's int8 CPU path for Linear is quant.method=dynamic "
+                "(the weight-only kernel here is int4)")
+    if bits != 4:
+        return f"{bits}-bit weight-only: no such kernel in PyTorch's CPU backend (its weight-only kernel is int4)"
+    if granularity != "per_group":
+        return f"{granularity} 4-bit weights: PyTorch's CPU int4 kernel takes per-group scales"
+    if group_size not in INT4_GROUP_SIZES:
+        sizes = ", ".join(map(str, INT4_GROUP_SIZES))
+        return f"group_size={group_size}: PyTorch's CPU int4 kernel takes groups of {sizes}"
+    return None
+
+
 class TorchInt8Backend(Backend):
     name = "torch_int8"
 
     def native_layer_types(self, cfg: QBenchConfig) -> tuple[str, ...]:
-        # torch.ao's dynamic quantization covers Linear only: convolutions stay float in the deployed model
-        return ("Linear",) if cfg.quant.method == "dynamic" else ALL_LAYER_TYPES
+        # torch.ao's dynamic quantization and the int4 weight-only kernel cover Linear only: convolutions stay
+        # float in the deployed model
+        return ("Linear",) if cfg.quant.method in ("dynamic", "weight_only") else ALL_LAYER_TYPES
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
         if cfg.model.source == "onnx":
@@ -32,10 +53,10 @@ class TorchInt8Backend(Backend):
         if cfg.model.source == "hf" and q.method in ("ptq", "qat"):
             return ("static int8 on torch_int8 goes through torch.fx, which cannot trace transformers models: "
                     "dynamic W8A8 (quant.method=dynamic) is its int8 path for them")
+        if q.method == "weight_only":
+            return weight_only_reason(w.bits, w.granularity, w.group_size)
         if cfg.backend.int8_path == "u8u8":
             return "int8_path=u8u8: PyTorch's quantized kernels take s8 weights (u8u8 is an ONNX Runtime path)"
-        if q.method == "weight_only":
-            return "no weight-only kernels for Conv/Linear in PyTorch's eager quantized CPU backend"
         if w.bits != 8 or a.bits != 8:
             return f"W{w.bits}A{a.bits}: PyTorch's quantized CPU kernels are int8 x int8 (W4A4, W4A8 are not)"
         if w.granularity == "per_group":

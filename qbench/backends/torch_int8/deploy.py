@@ -17,6 +17,11 @@ by the simulated layer's integer codes, scales and bias (``set_weight_bias``). A
 u8 range; on CPUs without VNNI the cell's int8 path (``backend.int8_path=auto``, qbench/quant/int8_path.py)
 deploys 7-bit weight codes so that fbgemm's u8 x s8 pairwise products cannot saturate.
 
+``quant.method=dynamic`` swaps modules eagerly (``quantize_dynamic``: fbgemm's dynamic quantized Linear), so it
+also deploys models FX cannot trace (python control flow, like HF transformers); static W8A8 needs FX and says so.
+``quant.method=weight_only`` (4-bit, per group) swaps each simulated Linear for :class:`~.int4.Int4WeightOnlyLinear`,
+PyTorch's CPU int4 packed-weight matmul running qbench's codes and scales; convolutions stay float.
+
 ``backend.quantized_engine``: ``x86`` (PyTorch's default: oneDNN or fbgemm per op — on VNNI CPUs most
 convolutions go to oneDNN), ``fbgemm`` or ``onednn``. With ``fbgemm``, fbgemm's own
 ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2`` makes a VNNI machine run the AVX2 kernels of a CPU it is not (recorded in
@@ -50,6 +55,8 @@ def deploy(ctx: DeployContext) -> Deployment:
         model, tags = ctx.fp32_model, {"torch.quantization_api": "none"}
     elif method == "dynamic":
         model, tags = _dynamic(ctx)
+    elif method == "weight_only":
+        model, tags = _weight_only(ctx)
     else:
         model, tags = _static(ctx)
     model.eval()
@@ -57,9 +64,10 @@ def deploy(ctx: DeployContext) -> Deployment:
     layers = ctx.layer_counts()
     metrics, mix_tags = torch_op_mix(model, layers)
     tags.update(mix_tags)
-    artifact = ctx.workdir / ("model_fp32.pt" if method == "none" else "model_int8.pt")
+    bits = "int4" if method == "weight_only" else "int8"
+    artifact = ctx.workdir / ("model_fp32.pt" if method == "none" else f"model_{bits}.pt")
     torch.save(model.state_dict(), artifact)
-    kernel = "fp32" if method == "none" else integer_kernel(metrics)
+    kernel = "fp32" if method == "none" else integer_kernel(metrics, bits)
 
     def prepare(inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return tuple(t.contiguous() for t in inputs.values())
@@ -130,7 +138,12 @@ def _static(ctx: DeployContext) -> tuple[nn.Module, dict[str, str]]:
         warnings.simplefilter("ignore")  # FX quantization is deprecated in favour of pt2e (see module docstring)
         # start from the simulated model's float weights (BN folded; QAT-trained for QAT) so that the
         # observers qbench does not override are calibrated on the network that is deployed
-        prepared = prepare_fx(unwrap_simulated(ctx.simulated_model), mapping, example)
+        try:
+            prepared = prepare_fx(unwrap_simulated(ctx.simulated_model), mapping, example)
+        except Exception as exc:  # FX tracing fails in many ways (TraceError, TypeError, ...) on python control flow
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise RuntimeError("static int8 on torch_int8 needs an FX-traceable model; use quant.method=dynamic or "
+                               f"backend=torch ({type(exc).__name__}: {first[:200]})") from exc
         samples = min(q.calibration.samples, len(ctx.splits.calibration))
         with torch.no_grad():
             for batch in ctx.splits.calibration_inputs(samples, q.calibration.batch_size):
@@ -216,3 +229,31 @@ def _dynamic(ctx: DeployContext) -> tuple[nn.Module, dict[str, str]]:
     injected = _inject_weights(model, {n: sim_layers[n] for n in targets})
     return model, {"torch.quantization_api": "torch.ao.quantization.quantize_dynamic (Linear only)",
                    "torch.injected": f"weights={injected}"}
+
+
+def _weight_only(ctx: DeployContext) -> tuple[nn.Module, dict[str, str]]:
+    """The simulated model with each quantized Linear swapped for the int4 kernel's module (qbench's codes and
+    scales); no tracing, so any nn.Module deploys. Layers the simulation kept float stay float."""
+    from qbench.backends.torch_int8.int4 import N_MULTIPLE, Int4WeightOnlyLinear
+    from qbench.quant.simulate import quantized_layers
+
+    assert ctx.simulated_model is not None, "a quantized cell needs its simulated model"
+    model = copy.deepcopy(ctx.simulated_model)
+    swapped: list[Int4WeightOnlyLinear] = []
+    for layer in quantized_layers(model):
+        if isinstance(layer.layer, nn.Linear):
+            module = Int4WeightOnlyLinear.from_quantized(layer)
+            swapped.append(module)
+        else:  # not simulated as weight-only Linear here (native_layer_types): float
+            module = layer.layer
+        model.set_submodule(layer.name, module)
+    group_sizes = sorted({m.group_size for m in swapped})
+    return model.eval(), {
+        "torch.quantization_api": "aten._weight_int4pack_mm_for_cpu (int4 weight-only Linear)",
+        "int4.activation_dtype": ",".join(sorted({str(m.compute_dtype).removeprefix("torch.") for m in swapped})),
+        "int4.layers": str(len(swapped)),
+        "int4.group_size": ",".join(map(str, group_sizes)),
+        # layers whose input is zero-padded to whole groups / whose outputs are padded to a multiple of N_MULTIPLE
+        "int4.padded": f"k={sum(1 for m in swapped if m.k_pad)},n={sum(1 for m in swapped if m.n_pad)}"
+                       f" (n multiple of {N_MULTIPLE})",
+    }
