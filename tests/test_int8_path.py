@@ -77,7 +77,7 @@ def test_cell_names_and_validation(compose) -> None:
     target = _quant(compose, "quant=w8a8_pc", "quant.target_isa=avx2")
     assert qconfig.scheme_label(target.quant) == "w8a8-pc@avx2"
     with pytest.raises(qconfig.ConfigError, match=r"valid values: auto, u8s8, u8s8_reduce_range, u8u8"):
-        _quant(compose, "backend.int8_path=u8s7")
+        _quant(compose, "backend=onnxruntime", "backend.int8_path=u8s7")
     with pytest.raises(qconfig.ConfigError, match=r"quant\.target_isa=sse4: invalid value; valid values: none, host"):
         _quant(compose, "quant.target_isa=sse4")
 
