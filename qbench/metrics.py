@@ -11,6 +11,7 @@ direction (which change is a regression) and the unit.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,25 @@ _ALL = (
            "fraction", HIGH, 100, "pt", "+.2f"),
     Metric("acc.agreement_simulated", "agree sim %", "share of samples whose deployed prediction equals the "
            "simulation's (acc.agreement_simulated x 100; real backends only)", "fraction", HIGH, 100, "%", ".2f"),
+    # text tasks (qbench/tasks/language_modeling.py, embedding_similarity.py)
+    Metric("lm.perplexity", "ppl", "perplexity on the evaluation windows (language_modeling)", "ppl", LOW,
+           fmt=".3f"),
+    Metric("lm.delta_perplexity_pct", "Δ ppl %", "perplexity relative to the same cell's FP32 model, percent",
+           "%", LOW, fmt="+.2f"),
+    Metric("lm.kl_to_fp32", "KL", "mean KL(FP32 || deployed) of the next-token distributions, nats", "nats", LOW,
+           fmt=".4f"),
+    Metric("lm.agreement", "agree tok %", "share of tokens whose next-token argmax equals FP32's (x 100)",
+           "fraction", HIGH, 100, "%", ".2f"),
+    Metric("sim.spearman", "ρ", "Spearman ρ of embedding cosine vs human scores, mean of the word sets", "rho",
+           HIGH, fmt=".4f"),
+    Metric("sim.delta_spearman", "Δ ρ", "ρ minus the same cell's FP32 ρ (mean of the word sets)", "rho", HIGH,
+           fmt="+.4f"),
+    Metric("sim.cosine_to_fp32_min", "cos min", "worst cosine between an embedding and its FP32 embedding", "cos",
+           HIGH, fmt=".4f"),
+    Metric("prefill_128.p50_ms", "prefill128 ms", "time to first token of a 128-token prompt (median)", "ms", LOW,
+           fmt=".1f"),
+    Metric("prefill_512.p50_ms", "prefill512 ms", "time to first token of a 512-token prompt (median)", "ms", LOW,
+           fmt=".1f"),
     # latency and throughput
     Metric("latency.p50_ms", "p50 ms", "median batch-1 latency", "ms", LOW, fmt=".3f"),
     Metric("latency.p99_ms", "p99 ms", "99th percentile batch-1 latency", "ms", LOW, fmt=".3f"),
@@ -120,6 +140,22 @@ def as_number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def task_result(metrics: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
+    """A cell's task metric and its change vs FP32 in the task's own terms, e.g. ``ppl 63.299 (Δ ppl % +97.38)``
+    or ``ρ 0.5793 (Δ ρ -0.0083)``; "" for a cell without one (skipped, failed)."""
+    name, delta_name = tags.get("task.metric"), tags.get("task.delta_metric")
+    value = as_number(metrics.get(name)) if isinstance(name, str) and name else None
+    if value is None:
+        return ""
+    m = CATALOG.get(name)
+    text = f"{m.label} {m.show(value)}" if m else f"{name} {value:.4g}"
+    delta = as_number(metrics.get(delta_name)) if isinstance(delta_name, str) and delta_name else None
+    if delta is not None:
+        d = CATALOG.get(delta_name)
+        text += f" ({d.label} {d.show(delta)})" if d else f" (Δ {delta:+.4g})"
+    return text
 
 
 def energy_metric(source: str) -> str:

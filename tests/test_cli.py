@@ -24,8 +24,8 @@ def test_unknown_command_is_one_line_exit_2(run_qbench) -> None:
     "arg,expected",
     [
         ("quant.weights.bits=1", "quant.weights.bits=1: must be an integer in 2..16"),
-        ("model=nope", "model=nope: unknown option; valid values: checkpoint, digits_cnn, mobilenet_v2, onnx, "
-                       "resnet18, tv"),
+        ("model=nope", "model=nope: unknown option; valid values: checkpoint, digits_cnn, hf, minilm, mobilenet_v2, "
+                       "onnx, resnet18, smollm2, tv"),
         ("quant.weights.observer=magic", "valid values: minmax, percentile, mse, histogram"),
     ],
 )
@@ -48,8 +48,9 @@ def test_run_passes_hydra_flags_through(run_qbench) -> None:
 def test_ls_lists_groups_and_options(run_qbench) -> None:
     out = run_qbench("ls")
     assert out.returncode == 0
-    assert ("quant: dynamic8, fp32, qat_w4a8_pc, qat_w8a8_pc, w4_wo, w4a8_pc, w8a8, w8a8_pc (default)"
-            in out.stdout)
-    assert "suite: imagenet, smoke, vision" in out.stdout
+    assert ("quant: dynamic8, fp32, qat_w4a8_pc, qat_w8a8_pc, w3_g128, w4_g128, w4_g128_awq, w4_g128_gptq, w4_wo, "
+            "w4a8_pc, w8_wo, w8a8, w8a8_pc (default), w8a8_smoothquant" in out.stdout)
+    assert "suite: imagenet, smoke, text, vision" in out.stdout
     one = run_qbench("ls", "model")
-    assert one.stdout.split() == ["checkpoint", "digits_cnn", "(default)", "mobilenet_v2", "onnx", "resnet18", "tv"]
+    assert one.stdout.split() == ["checkpoint", "digits_cnn", "(default)", "hf", "minilm", "mobilenet_v2", "onnx",
+                                  "resnet18", "smollm2", "tv"]

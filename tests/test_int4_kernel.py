@@ -143,7 +143,9 @@ def _tiny_deployment(compose, tmp_path: Path, *overrides: str):
     fp32 = TinyLM().eval()
     sim = build_simulated_model(fp32, deploy_cfg.quant, layer_types=backend.native_layer_types(cfg))
     x = torch.randn(2, 8, 64)
-    splits = SimpleNamespace(input_shape=(8, 64), calibration=SimpleNamespace(tensors=[x]))
+    labels = torch.zeros(2)
+    splits = SimpleNamespace(input_shape=(8, 64), calibration=SimpleNamespace(tensors=[x, labels]),
+                             evaluation=SimpleNamespace(tensors=[x, labels]))
     ctx = DeployContext(deploy_cfg, fp32, splits, tmp_path, sim,  # type: ignore[arg-type]
                         int8_path=tags.get("int8.path", "none"))
     return backend, ctx, sim, x

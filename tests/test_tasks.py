@@ -40,7 +40,8 @@ def test_task_names_and_capabilities_need_no_torch() -> None:
 
 def test_unknown_task_is_a_one_line_error(compose) -> None:
     with pytest.raises(qconfig.ConfigError, match=r"^task\.name=nope: invalid value; valid values: "
-                                                  r"image_classification$"):
+                                                  r"embedding_similarity, image_classification, "
+                                                  r"language_modeling$"):
         qconfig.validate(compose("task.name=nope"))
     from qbench.tasks import get_task
 

@@ -125,6 +125,7 @@ def run_compare(ns: argparse.Namespace) -> int:
         print(f"qbench compare: could not read MLflow at {ns.tracking_uri}: {type(exc).__name__}: {first}",
               file=sys.stderr)
         return 1
+    keys = columns.fitting(keys, table)
     table = compare.apply_where(table, ns.where)
     if ns.sort:
         table = compare.sort_table(table, ns.sort, ns.reverse)

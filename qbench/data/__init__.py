@@ -54,19 +54,6 @@ def load_splits(dataset_cfg: Any, model_cfg: Any, need_train: bool = True) -> Da
 def check_inputs_fit(dataset_cfg: Any, model_cfg: Any) -> str | None:
     """Why an image dataset cannot feed the model (an ONNX file whose inputs are not one image), or None.
     Reads the file's input declarations only; ``fake`` fills any input."""
-    if dataset_cfg.name == "word_similarity" and model_cfg.source == "hf":
-        from qbench.zoo.hf import CAUSAL_LM, model_kind
-
-        if model_kind(model_cfg) == CAUSAL_LM:
-            return (f"task embedding_similarity needs a sentence encoder (a model whose token embeddings are pooled); "
-                    f"model={model_cfg.name} is a causal language model: use task=language_modeling "
-                    "dataset=lee_corpus, or an encoder folder")
-    if dataset_cfg.name == "lee_corpus" and model_cfg.source == "hf":
-        from qbench.zoo.hf import CAUSAL_LM, model_kind
-
-        if model_kind(model_cfg) != CAUSAL_LM:
-            return (f"task language_modeling needs a causal language model; model={model_cfg.name} is an encoder "
-                    "(no next-token head): use task=embedding_similarity dataset=word_similarity")
     if model_cfg.source != "onnx" or dataset_cfg.name == "fake":
         return None
     from qbench.config.inputs import InputError

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from qbench.config import CheckConfig
 from qbench.measure.gap import deployment_gap
-from qbench.metrics import metric
+from qbench.metrics import metric, task_result
 from qbench.record import RECORD_NAME, read_record
 from qbench.track import reference
 
@@ -114,6 +114,7 @@ def summary_frame(cells: list[dict[str, Any]], settings: CheckConfig | None = No
         flagged = verdict is not None and verdict.flagged
         rows.append({
             "cell": c["cell"], "status": c["status"], "kernel": kernel,
+            "task": t.get("task", ""), "task_result": task_result(m, t),
             "top1": m.get("acc.top1"),
             "delta_fp32_pt": relative["delta_top1_pt"],
             "p50_ms": m.get("latency.p50_ms"),
@@ -134,14 +135,18 @@ SUMMARY_FIGURES = (("top1", "acc.top1"), ("delta_fp32_pt", "delta_top1_pt"), ("p
 
 def print_summary(name: str, frame: pd.DataFrame, elapsed_s: float | None) -> None:
     figures = [(column, metric(figure)) for column, figure in SUMMARY_FIGURES]
+    # cells of other tasks than image classification show their own metric (perplexity, Spearman ρ)
+    with_task = not set(frame.get("task", pd.Series(dtype=object)).fillna("")) <= {"", "image_classification"}
     table = Table(title=f"suite {name}", header_style="bold")
-    for col, justify in (("cell", "left"), ("status", "left"), ("kernel", "left"),
+    task_columns = (("task metric", "left"),) if with_task else ()
+    for col, justify in (("cell", "left"), ("status", "left"), ("kernel", "left"), *task_columns,
                          *((m.label, "right") for _, m in figures), ("flags", "left"), ("note", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     colors = {"finished": "green", "failed": "red", "skipped": "yellow"}
     for row in frame.itertuples():
         shown = [m.show(getattr(row, column)) for column, m in figures]
-        table.add_row(row.cell, f"[{colors.get(row.status, 'white')}]{row.status}[/]", row.kernel, *shown,
+        task = (row.task_result,) if with_task else ()
+        table.add_row(row.cell, f"[{colors.get(row.status, 'white')}]{row.status}[/]", row.kernel, *task, *shown,
                       f"[bold red]{GAP_MARK}[/]" if row.flags == "gap" else "", row.note[:120])
     console.print(table)
     counts = frame["status"].value_counts().to_dict()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from qbench.config import CheckConfig
 from qbench.report import compare
-from qbench.report.columns import ALL_COLUMNS, REPORT_COLUMNS
+from qbench.report.columns import ALL_COLUMNS, REPORT_COLUMNS, fitting
 from qbench.track import query
 
 log = logging.getLogger("qbench.report")
@@ -30,6 +30,7 @@ def build_report(table: pd.DataFrame, meta: Mapping[str, str], out_dir: Path, ti
     """Write the plots, ``report.html``, ``comparison.csv`` and ``comparison.md`` of a comparison table."""
     from qbench.report import html, plots  # matplotlib: imported only when a report is drawn
 
+    keys = fitting(keys, table)
     out_dir.mkdir(parents=True, exist_ok=True)
     rendered = [(plot, plot.png()) for plot in plots.all_plots(table)]
     files: dict[str, Path] = {}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qbench.metrics import ENERGY_SOURCES, energy_metric, metric
+from qbench.metrics import ENERGY_SOURCES, as_number, energy_metric, metric, task_result
 
 
 class ReportError(ValueError):
@@ -106,6 +106,29 @@ def _energy(f: pd.DataFrame) -> pd.Series:
     return value
 
 
+def _task_value(f: pd.DataFrame) -> pd.Series:
+    """Each cell's own task metric (tags.task.metric: acc.top1, lm.perplexity, sim.spearman, ...)."""
+    names = _text("tags.task.metric")(f)
+    return pd.Series([as_number(row.get(f"metrics.{name}")) if name else None for name, (_, row) in
+                      zip(names, f.iterrows(), strict=True)], index=f.index, dtype=float)
+
+
+def _task_delta(f: pd.DataFrame) -> pd.Series:
+    names = _text("tags.task.delta_metric")(f)
+    return pd.Series([as_number(row.get(f"metrics.{name}")) if name else None for name, (_, row) in
+                      zip(names, f.iterrows(), strict=True)], index=f.index, dtype=float)
+
+
+def _task_result(f: pd.DataFrame) -> pd.Series:
+    """``metric value (Δ delta)`` with the task's own metric names: tables that mix tasks stay readable."""
+    out = []
+    for _, row in f.iterrows():
+        metrics = {k[8:]: v for k, v in row.items() if isinstance(k, str) and k.startswith("metrics.")}
+        tags = {k[5:]: v for k, v in row.items() if isinstance(k, str) and k.startswith("tags.")}
+        out.append(task_result(metrics, tags))
+    return pd.Series(out, index=f.index, dtype=object)
+
+
 def _note(f: pd.DataFrame) -> pd.Series:
     error = _text("tags.qbench.error")(f)
     unstable = np.where(_text("tags.latency.unstable")(f) == "true", "latency unstable", "")
@@ -128,6 +151,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("kernel", "kernel", "what ran: fp32 | simulated (fake-quant in float) | int8 | int4 | mixed",
            _text("kernel")),
     Column("threads", "threads", "intra x inter-op threads", _text("tags.threads")),
+    Column("task", "task", "the task the cell measured (tags.task)", _text("tags.task")),
+    Column("task_result", "task metric", "the cell's task metric and its change vs FP32, in the task's own terms "
+           "(top-1, perplexity, Spearman ρ)", _task_result),
+    Column("task_metric", "task metric name", "the name of the cell's task metric (tags.task.metric)",
+           _text("tags.task.metric")),
+    Column("task_direction", "task direction", "higher | lower: which task metric value is better",
+           _text("tags.task.direction")),
+    Column("task_value", "task value", "the value of the cell's task metric (tags.task.metric)", _task_value, ".4g"),
+    Column("task_delta", "task Δ", "the task metric's in-cell change vs FP32 (tags.task.delta_metric)",
+           _task_delta, "+.4g"),
     _figure("top1", "acc.top1"),
     _figure("delta_fp32_pt", "delta_top1_pt"),
     _figure("acc_pct_fp32", "acc_pct_fp32"),
@@ -165,10 +198,12 @@ COLUMNS: tuple[Column, ...] = (
 )
 BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 # what fits a terminal; files get every column (model, backend and scheme are in the cell name)
-TERMINAL_COLUMNS = ("cell", "status", "kernel", "top1", "delta_fp32_pt", "acc_pct_fp32", "agree_fp32", "gap_pt",
-                    "flags", "p50_ms", "p99_ms", "speedup", "throughput", "size_kib", "compression", "rss_mb",
+TERMINAL_COLUMNS = ("cell", "status", "kernel", "task_result", "top1", "delta_fp32_pt", "acc_pct_fp32", "agree_fp32",
+                    "gap_pt", "flags", "p50_ms", "p99_ms", "speedup", "throughput", "size_kib", "compression", "rss_mb",
                     "energy_mj", "energy_source", "gbops")
 REPORT_COLUMNS = ("cell", "status", "kernel", "w_bits", "a_bits", *TERMINAL_COLUMNS[3:])
+# shown only when a table has cells of another task than image classification (whose metric is top-1's column)
+TASK_COLUMNS = ("task_result",)
 ALL_COLUMNS = tuple(c.key for c in COLUMNS)
 
 
@@ -188,6 +223,15 @@ def select_columns(spec: str | None, default: Sequence[str]) -> list[str]:
     if "energy_mj" in keys and "energy_source" not in keys:
         keys.insert(keys.index("energy_mj") + 1, "energy_source")
     return keys
+
+
+def fitting(keys: Sequence[str], table: pd.DataFrame) -> list[str]:
+    """``keys`` without the task columns when every cell of ``table`` is an image classifier (top-1 has its own
+    columns; such tables look as they did before tasks existed)."""
+    tasks = set(table["task"]) if "task" in table.columns else set()
+    if tasks <= {"", "image_classification"}:
+        return [k for k in keys if k not in TASK_COLUMNS]
+    return list(keys)
 
 
 def format_value(column: Column, value: Any) -> str:

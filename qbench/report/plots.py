@@ -25,6 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from qbench.metrics import CATALOG
+
 FRONT_GID = "pareto-front"  # the gid of the front's marker collection (tests read the plotted front back)
 SIMULATED_LABEL = "simulated kernel: float latency (off the front)"
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -90,9 +92,24 @@ def _new_figure(n_panels: int) -> tuple[Figure, list]:
     return figure, list(axes)
 
 
+def _task_axis(table: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy axis of each cell: top-1 (%) for image classification, else its task's own metric
+    (perplexity, Spearman ρ) — columns ``y_task`` and ``y_label``, with ``y_sense`` max | min from the task."""
+    task = table.get("task", pd.Series("", index=table.index)).fillna("").astype(str)
+    image = task.isin(["", "image_classification"])
+    value = pd.to_numeric(table.get("task_value", pd.Series(np.nan, index=table.index)), errors="coerce")
+    direction = table.get("task_direction", pd.Series("", index=table.index)).fillna("").astype(str)
+    label = table.get("task_metric", pd.Series("", index=table.index)).fillna("").astype(str)
+    return table.assign(y_task=table["top1"].where(image, value),
+                        y_label=label.where(~image, "top-1 accuracy (%)").map(
+                            lambda n: CATALOG[n].label if n in CATALOG else n),
+                        y_sense=np.where(direction == "lower", "min", "max"))
+
+
 def _front_plot(table: pd.DataFrame, *, name: str, title: str, x: str, xlabel: str, simulated_off_front: bool,
                 note: str) -> Plot:
-    points = _finished(table, x, "top1")
+    table = _task_axis(table)
+    points = _finished(table, x, "y_task")
     points = points.assign(eligible=~(points["kernel"] == "simulated") if simulated_off_front else True)
     points = points.assign(on_front=False, label=_labels(points, table))
     datasets = sorted(points["dataset"].unique()) or [""]
@@ -101,8 +118,10 @@ def _front_plot(table: pd.DataFrame, *, name: str, title: str, x: str, xlabel: s
     for ax, dataset in zip(axes, datasets, strict=True):
         here = points[points["dataset"] == dataset]
         eligible = here[here["eligible"]]
-        # the front is computed per dataset: accuracies on different data are not comparable
-        on_front = pareto_mask(eligible[["y", "x"]], ["max", "min"])
+        # the front is computed per dataset: accuracies on different data are not comparable; each dataset's task
+        # says which metric is its accuracy and which way is better (perplexity: lower)
+        sense = eligible["y_sense"].iloc[0] if not eligible.empty else "max"
+        on_front = pareto_mask(eligible[["y", "x"]], [sense, "min"])
         points.loc[eligible.index[on_front], "on_front"] = True
         for (model, backend), group in here.groupby(["model", "backend"]):
             solid = group[group["eligible"]]
@@ -129,7 +148,7 @@ def _front_plot(table: pd.DataFrame, *, name: str, title: str, x: str, xlabel: s
         elif here["x"].max() > 10 * here["x"].min() > 0:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_ylabel(here["y_label"].iloc[0] if not here.empty else "top-1 accuracy (%)")
         ax.set_title(f"{title}" + (f" — {dataset}" if len(datasets) > 1 else ""), fontsize=11)
         ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], ls="", marker="o", color=c, label=m) for m, c in colors.items()]

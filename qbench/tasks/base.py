@@ -72,6 +72,8 @@ class Task(ABC):
     # the task metric (a key of what score returns) and its direction
     metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
+    # the in-cell metric that compares the task metric with FP32's (compare's "Δ task" column), if any
+    delta_metric: ClassVar[str] = ""
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})  # task.options from the config
@@ -115,8 +117,11 @@ class Task(ABC):
         """The task metric (``self.metric``) and the others, from the evaluation split's outputs."""
 
     def tags(self) -> dict[str, str]:
-        return {"task": self.name, "task.metric": self.metric,
+        tags = {"task": self.name, "task.metric": self.metric,
                 "task.direction": "higher" if self.higher_is_better else "lower"}
+        if self.delta_metric:
+            tags["task.delta_metric"] = self.delta_metric
+        return tags
 
 
 def collect(models: Mapping[str, Callable[[NamedBatch], Outputs]], splits: DataSplits, batch_size: int

@@ -35,6 +35,7 @@ class EmbeddingSimilarity(Task):
     name = "embedding_similarity"
     metric = "sim.spearman"
     higher_is_better = True
+    delta_metric = "sim.delta_spearman"
 
     def option(self, key: str) -> Any:
         return self.options.get(key, DEFAULTS[key])

@@ -19,6 +19,7 @@ class ImageClassification(Task):
     name = "image_classification"
     metric = "acc.top1"
     higher_is_better = True
+    delta_metric = "acc.delta_top1"
 
     def score(self, ev: Evaluation) -> dict[str, float]:
         out, ref = first(ev.deployed), first(ev.fp32)

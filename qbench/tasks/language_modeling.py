@@ -39,6 +39,7 @@ class LanguageModeling(Task):
     name = "language_modeling"
     metric = "lm.perplexity"
     higher_is_better = False
+    delta_metric = "lm.delta_perplexity_pct"
 
     def option(self, key: str) -> Any:
         return self.options.get(key, DEFAULTS[key])

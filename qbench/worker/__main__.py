@@ -83,13 +83,15 @@ def _check(request: Path) -> int:
     """Model and data checks the orchestrator cannot make without torch (qbench.orchestrate.preflight): reads a
     JSON list of {"model": ..., "dataset": ...}, writes the reasons (None = loadable) next to it."""
     from qbench.data import check_dataset, check_inputs_fit
+    from qbench.zoo.hf import task_fit_reason
     from qbench.zoo.models import check_model
 
     reasons = []
     for item in json.loads(request.read_text()):
         model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(qconfig.ModelConfig), item["model"]))
         dataset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(qconfig.DatasetConfig), item["dataset"]))
-        reasons.append(check_dataset(dataset, model) or check_model(model) or check_inputs_fit(dataset, model))
+        reasons.append(check_dataset(dataset, model) or check_model(model) or check_inputs_fit(dataset, model)
+                       or task_fit_reason(dataset, model))
     request.with_suffix(".out.json").write_text(json.dumps(reasons))
     return 0
 

@@ -79,6 +79,22 @@ def check_hf_model(cfg: Any) -> str | None:
     return None
 
 
+def task_fit_reason(dataset_cfg: Any, model_cfg: Any) -> str | None:
+    """Why the text task of ``dataset_cfg`` cannot run on this transformers model (word similarity needs an
+    encoder's pooled embeddings, perplexity a causal LM's next-token head), or None. Reads config.json only."""
+    if model_cfg.source != "hf":
+        return None
+    kind = model_kind(model_cfg)
+    if dataset_cfg.name == "word_similarity" and kind == CAUSAL_LM:
+        return (f"task embedding_similarity needs a sentence encoder (a model whose token embeddings are pooled); "
+                f"model={model_cfg.name} is a causal language model: use task=language_modeling "
+                "dataset=lee_corpus, or an encoder folder")
+    if dataset_cfg.name == "lee_corpus" and kind != CAUSAL_LM:
+        return (f"task language_modeling needs a causal language model; model={model_cfg.name} is an encoder "
+                "(no next-token head): use task=embedding_similarity dataset=word_similarity")
+    return None
+
+
 def load_tokenizer(cfg: Any) -> Any:
     from transformers import AutoTokenizer
 
