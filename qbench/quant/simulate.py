@@ -117,14 +117,25 @@ class QuantizedLayer(nn.Module):
         self.weight_scale: nn.Parameter | None = None
         # an ISA whose int8 arithmetic is reproduced (qbench/quant/isa_emulation.py), None = exact
         self.emulate_isa: str | None = None
+        # Linear only: per-input-channel factor (AWQ / SmoothQuant's 1/s, qbench/quant/algorithms.py) the input
+        # is multiplied by before it is quantized; the weight then holds W * s. None = no smoothing
+        self.register_buffer("input_smoothing", None)
+        # True: compute with the inner float layer, nothing quantized nor smoothed (the statistics pass of
+        # qbench/quant/algorithms.py, which sees the float network)
+        self.float_forward = False
+
+    def set_weight_q(self, q: QuantizedTensor) -> None:
+        """Use ``q`` (codes + qparams) as this layer's quantized weight."""
+        self.weight_q = q
+        self.register_buffer("weight_fq", q.dequantize(), persistent=False)
 
     def quantize_weight(self) -> QuantizedTensor:
         """Compute integer codes + scale + zero point of the current weight with the spec's observer."""
         spec, w = self.weight_spec, self.layer.weight.detach()
         rows = to_rows(w, spec.granularity, spec.group_size)
         lo, hi = estimate_range(rows, spec)
-        self.weight_q = quantize_tensor(w, lo, hi, spec.bits, spec.symmetric, spec.granularity, spec.group_size)
-        self.register_buffer("weight_fq", self.weight_q.dequantize(), persistent=False)
+        self.set_weight_q(quantize_tensor(w, lo, hi, spec.bits, spec.symmetric, spec.granularity, spec.group_size))
+        assert self.weight_q is not None
         return self.weight_q
 
     def enable_qat(self, learnable_scales: bool) -> None:
@@ -168,8 +179,7 @@ class QuantizedLayer(nn.Module):
         scale = scale.detach().abs().clamp(min=torch.finfo(torch.float32).eps)
         qmin, qmax = qrange(spec.bits, spec.symmetric)
         lo, hi = (qmin - zp) * scale, (qmax - zp) * scale
-        self.weight_q = quantize_tensor(w, lo, hi, spec.bits, spec.symmetric, spec.granularity, spec.group_size)
-        self.register_buffer("weight_fq", self.weight_q.dequantize(), persistent=False)
+        self.set_weight_q(quantize_tensor(w, lo, hi, spec.bits, spec.symmetric, spec.granularity, spec.group_size))
         self.qat = False
         self.weight_scale = None
         if self.input_quantizer is not None:
@@ -185,6 +195,10 @@ class QuantizedLayer(nn.Module):
         return self.weight_fq
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float_forward:
+            return self.layer(x)
+        if self.input_smoothing is not None:
+            x = x * self.input_smoothing
         iq = self.input_quantizer
         if iq is not None:
             x = iq(x)

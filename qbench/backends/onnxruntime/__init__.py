@@ -44,6 +44,9 @@ class OnnxRuntimeBackend(Backend):
         missing = [p for p in cfg.backend.providers if p not in available]
         if missing:
             return f"execution provider(s) {', '.join(missing)} unavailable here (available: {', '.join(available)})"
+        if cfg.quant.algorithm != "rtn":
+            return (f"quant.algorithm={cfg.quant.algorithm}: ONNX Runtime's quantizers round the exported FP32 weights "
+                    "themselves (and AWQ/SmoothQuant's 1/s input scale is not exported): torch and torch_int8 run it")
         if cfg.model.source == "hf":
             return "transformers models are not exported to ONNX by qbench yet (text runs on torch and torch_int8)"
         if cfg.backend.device != "cpu":

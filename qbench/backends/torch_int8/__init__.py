@@ -55,6 +55,9 @@ class TorchInt8Backend(Backend):
                     "dynamic W8A8 (quant.method=dynamic) is its int8 path for them")
         if q.method == "weight_only":
             return weight_only_reason(w.bits, w.granularity, w.group_size)
+        if q.algorithm in ("awq", "smoothquant"):
+            return (f"quant.algorithm={q.algorithm}: the 1/s input scale it adds is deployed by the int4 weight-only "
+                    "path only (torch.ao's static and dynamic modules take the weights alone)")
         if cfg.backend.int8_path == "u8u8":
             return "int8_path=u8u8: PyTorch's quantized kernels take s8 weights (u8u8 is an ONNX Runtime path)"
         if w.bits != 8 or a.bits != 8:

@@ -83,6 +83,8 @@ class Int4WeightOnlyLinear(nn.Module):
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(compute_dtype))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        # AWQ's per-input-channel 1/s (qbench/quant/algorithms.py): the codes are of W * s, so the input is scaled
+        self.register_buffer("input_smoothing", None)
 
     @classmethod
     def from_quantized(cls, layer: QuantizedLayer, compute_dtype: torch.dtype = DEFAULT_COMPUTE_DTYPE
@@ -101,10 +103,15 @@ class Int4WeightOnlyLinear(nn.Module):
             u = torch.cat([u, u.new_full((n_pad, u.shape[1]), KERNEL_OFFSET)])
             sz = torch.cat([sz, sz.new_zeros(sz.shape[0], n_pad, 2)], dim=1)
         packed = torch._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1)
-        return cls(q.shape[1], n, q.group_size, packed, sz, layer.layer.bias, compute_dtype)
+        module = cls(q.shape[1], n, q.group_size, packed, sz, layer.layer.bias, compute_dtype)
+        if getattr(layer, "input_smoothing", None) is not None:
+            module.input_smoothing = layer.input_smoothing.detach().float().clone()
+        return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
+        if self.input_smoothing is not None:
+            x = x * self.input_smoothing
         a = x.reshape(-1, self.in_features).to(self.compute_dtype)
         if self.k_pad:
             a = F.pad(a, (0, self.k_pad))
