@@ -70,8 +70,9 @@ def test_wheel_install_runs_outside_the_checkout(qbench_cache: Path, tmp_path: P
 
     qbench = str(venv / "bin" / "qbench")
     listed = _run([qbench, "ls"], cwd=work, env=env).stdout
-    assert "quant: dynamic8, fp32, qat_w4a8_pc, qat_w8a8_pc, w4_wo, w4a8_pc, w8a8, w8a8_pc (default)" in listed
-    assert "suite: imagenet, smoke, vision" in listed
+    assert "quant: dynamic8, fp32, qat_w4a8_pc, qat_w8a8_pc, w3_g128, w4_g128," in listed
+    assert "workload: minilm_similarity, smollm2_perplexity" in listed
+    assert "suite: imagenet, smoke, text, vision" in listed
 
     # the user's ./suites comes before the packaged suites (here: a narrower smoke suite); the sweeper plugin
     # of the wheel plans it

@@ -182,3 +182,18 @@ def test_static_int8_on_an_untraceable_model_is_one_clear_error(compose, tmp_pat
     backend, ctx, _, _ = _tiny_deployment(compose, tmp_path, "quant=w8a8_pc")
     with pytest.raises(RuntimeError, match=r"needs an FX-traceable model; use quant\.method=dynamic or backend=torch"):
         backend.deploy(ctx)
+
+
+def test_awq_input_scale_reaches_the_int4_kernel(compose, tmp_path: Path) -> None:
+    """AWQ's codes are of W * s: the deployed int4 layers must divide their input by s as the simulation does."""
+    from qbench.quant.algorithms import apply_algorithm
+    from qbench.quant.simulate import quantized_layers
+
+    backend, ctx, sim, x = _tiny_deployment(compose, tmp_path / "awq", "quant=w4_wo", "quant.algorithm=awq")
+    apply_algorithm(sim, "awq", {}, [(x,)])
+    assert any(layer.input_smoothing is not None for layer in quantized_layers(sim))
+    deployment = backend.deploy(ctx)
+    with torch.no_grad():
+        expected = sim(x)
+    (got,) = deployment({"input": x}).values()
+    assert deployment.kernel == "int4" and (got - expected).abs().max() <= 2e-2 * expected.abs().max()

@@ -20,8 +20,6 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
 
     A QAT result is cached under ``cache_key`` (reference model + scheme) so that the cells of a suite that
     deploy the same QAT model to several backends train it once."""
-    import torch
-
     from qbench.quant.simulate import build_simulated_model, calibrate, quantized_layers
 
     if quant.method == "none":
@@ -30,11 +28,7 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     samples = min(quant.calibration.samples, len(splits.calibration))
     stats: dict[str, float] = {}
     if quant.algorithm != "rtn":
-        from qbench.quant.algorithms import apply_algorithm
-
-        batches = [(b,) if isinstance(b, torch.Tensor) else tuple(b)
-                   for b in splits.calibration_inputs(samples, quant.calibration.batch_size)]
-        stats = apply_algorithm(model, quant.algorithm, quant.algorithm_options, batches)
+        model, stats = _cached_algorithm(model, quant, splits, samples, cache_key, layer_types)
     if quant.method in ("ptq", "qat"):
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))
     if quant.method == "qat":
@@ -45,3 +39,35 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
             layer.emulate_isa = emulate_isa
         return model, {**stats, **qat_stats}
     return model, stats
+
+
+def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, samples: int,
+                      cache_key: str | None, layer_types: tuple[str, ...]) -> tuple[nn.Module, dict[str, float]]:
+    """GPTQ/AWQ/SmoothQuant on ``model``, once per (model, calibration data, scheme, layer types) when the model
+    has a ``cache_key``: the cells that deploy one scheme to several backends compute it once (GPTQ on SmolLM2:
+    ~60 s). Its cost figures stay the computing run's; ``quant.algorithm_cached`` says whether it was loaded."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from qbench.config import paths
+    from qbench.quant.algorithms import apply_algorithm
+    from qbench.storage import cached
+
+    def build() -> dict[str, object]:
+        batches = [(b,) if isinstance(b, torch.Tensor) else tuple(b)
+                   for b in splits.calibration_inputs(samples, quant.calibration.batch_size)]
+        return {"model": model, "stats": apply_algorithm(model, quant.algorithm, quant.algorithm_options, batches)}
+
+    if cache_key is None:
+        blob = build()
+        return blob["model"], dict(blob["stats"])  # type: ignore[call-overload]
+    scheme = {k: v for k, v in asdict(quant).items() if k != "target_isa"}
+    blob_key = json.dumps({"scheme": scheme, "layer_types": layer_types, "samples": samples}, sort_keys=True)
+    digest = hashlib.sha256(blob_key.encode()).hexdigest()[:12]
+    path = paths.cache_dir() / "algorithms" / f"{cache_key}-{quant.algorithm}-{digest}.pt"
+    # qbench's own cache file (a pickled simulated module), not user input
+    blob, hit = cached(path, build, torch.save, lambda p: torch.load(p, weights_only=False))
+    return blob["model"], {**blob["stats"], "quant.algorithm_cached": float(hit)}  # type: ignore[arg-type, dict-item]

@@ -92,7 +92,8 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     if cfg.model.keep_float:  # the model's float layers (e.g. lm_head) join the scheme's exclusions
         deploy_cfg = dataclasses.replace(deploy_cfg, quant=dataclasses.replace(
             deploy_cfg.quant, exclude=[*deploy_cfg.quant.exclude, *cfg.model.keep_float]))
-    cache_key = reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference" else None
+    cache_key = (reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference"
+                 else _text_model_key(cfg) if cfg.model.source == "hf" else None)
     # the simulation quantizes the layer types the backend does (weight-only ORT, dynamic torch: Linear only)
     layer_types = get_backend(cfg.backend.name).native_layer_types(cfg)
     if cfg.quant.method != "none":
@@ -209,6 +210,17 @@ def _op_proxies(cfg: QBenchConfig, context: DeployContext, simulated: torch.nn.M
     layers = context.layer_counts()
     names = [layer.name for layer in quantized_layers(simulated)] if simulated is not None else []
     return proxies(layers, scheme_precision(cfg.quant, names), cfg.measure.energy.costs)
+
+
+def _text_model_key(cfg: QBenchConfig) -> str:
+    """What a transformers cell's simulated model depends on besides its scheme: the model files and the task's
+    calibration text (the algorithm cache's key)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"model": dataclasses.asdict(cfg.model), "dataset": dataclasses.asdict(cfg.dataset),
+                       "task": dataclasses.asdict(cfg.task)}, sort_keys=True, default=str)
+    return f"hf-{cfg.model.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
 def _save_samples(path: Path, stats: LatencyStats) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,35 @@ def task_fit_reason(dataset_cfg: Any, model_cfg: Any) -> str | None:
     return None
 
 
+def _gguf_cache(cfg: Any, what: str, build: Callable[[], Any]) -> Any:
+    """``build()`` once per GGUF file (dequantizing 135 M parameters takes ~10 s, reading its tokenizer ~4 s):
+    pickled under QBENCH_CACHE, keyed by the file (path, size, mtime) and the transformers/torch versions."""
+    import hashlib
+
+    import transformers
+
+    from qbench.config.paths import cache_dir
+    from qbench.storage import cached
+
+    path = (resolve_path(cfg.path) / cfg.gguf_file).resolve()
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}|"
+                         f"{torch.__version__}|{what}".encode()).hexdigest()[:16]
+    target = cache_dir() / "hf" / f"{path.stem}-{what}-{key}.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    value, _ = cached(target, build, lambda v, p: torch.save(v, p), lambda p: torch.load(p, weights_only=False),
+                      suffix=".pt")
+    return value
+
+
 def load_tokenizer(cfg: Any) -> Any:
     from transformers import AutoTokenizer
 
     folder = resolve_path(cfg.path)
-    kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    if cfg.gguf_file:
+        return _gguf_cache(cfg, "tokenizer", lambda: AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, gguf_file=cfg.gguf_file))
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 class TextEncoder(nn.Module):
@@ -159,8 +183,11 @@ def load_hf(cfg: Any) -> tuple[nn.Module, dict[str, Any]]:
     if cfg.gguf_file:
         common["gguf_file"] = cfg.gguf_file
     transformers.logging.set_verbosity_error()  # progress bars of GGUF dequantization: noise in a cell's log
-    if kind == CAUSAL_LM:
-        wrapped: nn.Module = CausalLM(transformers.AutoModelForCausalLM.from_pretrained(folder, **common).eval())
+    if kind == CAUSAL_LM and cfg.gguf_file:
+        wrapped: nn.Module = CausalLM(_gguf_cache(cfg, "float32", lambda: transformers.AutoModelForCausalLM
+                                                  .from_pretrained(folder, **common).eval()))
+    elif kind == CAUSAL_LM:
+        wrapped = CausalLM(transformers.AutoModelForCausalLM.from_pretrained(folder, **common).eval())
     else:
         wrapped = TextEncoder(transformers.AutoModel.from_pretrained(folder, **common).eval(), cfg.pooling)
     meta = {"kind": kind, "parameters": sum(p.numel() for p in wrapped.parameters()),
