@@ -78,6 +78,12 @@ class Task(ABC):
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})  # task.options from the config
 
+    def option(self, key: str) -> Any:
+        """``task.options.KEY`` (conf/task/NAME.yaml declares every option a task reads, with its default)."""
+        if key not in self.options:
+            raise KeyError(f"task.options.{key} is missing: conf/task/{self.name}.yaml declares it")
+        return self.options[key]
+
     def splits(self, cfg: QBenchConfig, need_train: bool) -> DataSplits:
         """Calibration and evaluation splits (and the training split when ``need_train``: reference training,
         QAT) with the model's input contract. Default: the ``dataset`` group's splits, shaped for the model."""

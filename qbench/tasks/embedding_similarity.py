@@ -15,7 +15,7 @@ FP32 embedding); on real backends the deployment gap ``sim.spearman_simulated``,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from qbench.data import DataSplits
     from qbench.data.batching import NamedBatch, Outputs
 
-DEFAULTS = {"sets": ["wordsim353", "simlex999"], "max_tokens": 8, "calibration_sentences": 256, "eval_batch_size": 1}
 
 
 @register
@@ -37,8 +36,11 @@ class EmbeddingSimilarity(Task):
     higher_is_better = True
     delta_metric = "sim.delta_spearman"
 
-    def option(self, key: str) -> Any:
-        return self.options.get(key, DEFAULTS[key])
+    def evaluate(self, models: Mapping[str, Callable[[NamedBatch], Outputs]], splits: DataSplits,
+                 batch_size: int) -> dict[str, float]:
+        # one text per call by default, as an embedding service runs: dynamic quantization takes its activation
+        # range per call, so a batch of many texts would share one range (task.options.eval_batch_size)
+        return self.score(collect(models, splits, int(self.option("eval_batch_size"))))
 
     def splits(self, cfg: QBenchConfig, need_train: bool) -> DataSplits:
         from torch.utils.data import TensorDataset
@@ -70,12 +72,6 @@ class EmbeddingSimilarity(Task):
                           num_classes=len(words), input_shape=(length,), contract=contract,
                           notes={"data.words": float(len(words)),
                                  **{f"data.pairs_{k}": float(len(v)) for k, v in self.pairs.items()}})
-
-    def evaluate(self, models: Mapping[str, Callable[[NamedBatch], Outputs]], splits: DataSplits,
-                 batch_size: int) -> dict[str, float]:
-        # one text per call by default, as an embedding service runs: dynamic quantization takes its activation
-        # range per call, so a batch of many texts would share one range (task.options.eval_batch_size)
-        return self.score(collect(models, splits, int(self.option("eval_batch_size"))))
 
     def _spearman(self, embeddings: torch.Tensor) -> dict[str, float]:
         out = {}

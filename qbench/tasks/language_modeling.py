@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from qbench.data import DataSplits
     from qbench.data.batching import NamedBatch, Outputs
 
-DEFAULTS = {"seq_len": 256, "calibration_windows": 32, "evaluation_windows": 16, "calibration_documents": 150,
-            "prefill_lengths": [128, 512], "decode_context": 128}
 
 
 @register
@@ -40,9 +38,6 @@ class LanguageModeling(Task):
     metric = "lm.perplexity"
     higher_is_better = False
     delta_metric = "lm.delta_perplexity_pct"
-
-    def option(self, key: str) -> Any:
-        return self.options.get(key, DEFAULTS[key])
 
     def splits(self, cfg: QBenchConfig, need_train: bool) -> DataSplits:
         from torch.utils.data import TensorDataset
