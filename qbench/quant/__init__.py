@@ -54,6 +54,7 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
 
     from qbench.config import paths
     from qbench.quant.algorithms import apply_algorithm
+    from qbench.quant.simulate import SIMULATION_VERSION
     from qbench.storage import cached
 
     def build() -> dict[str, object]:
@@ -67,7 +68,7 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     scheme = {k: v for k, v in asdict(quant).items() if k != "target_isa"}
     blob_key = json.dumps({"scheme": scheme, "layer_types": layer_types, "samples": samples}, sort_keys=True)
     digest = hashlib.sha256(blob_key.encode()).hexdigest()[:12]
-    path = paths.cache_dir() / "algorithms" / f"{cache_key}-{quant.algorithm}-{digest}.pt"
+    path = paths.cache_dir() / "algorithms" / f"{cache_key}-{quant.algorithm}-{digest}-s{SIMULATION_VERSION}.pt"
     # qbench's own cache file (a pickled simulated module), not user input
     blob, hit = cached(path, build, torch.save, lambda p: torch.load(p, weights_only=False))
     return blob["model"], {**blob["stats"], "quant.algorithm_cached": float(hit)}  # type: ignore[arg-type, dict-item]

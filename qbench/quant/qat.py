@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from qbench.config import TrainRecipe, paths
-from qbench.quant.simulate import quantized_layers
+from qbench.quant.simulate import SIMULATION_VERSION, quantized_layers
 from qbench.storage import cached
 from qbench.zoo.training import train
 
@@ -54,7 +54,7 @@ def cached_qat(model: nn.Module, splits: DataSplits, quant: QuantConfig, referen
     # training runs with exact integer arithmetic: the emulated target ISA does not change what is trained
     trained_scheme = {k: v for k, v in asdict(quant).items() if k != "target_isa"}
     scheme = hashlib.sha256(json.dumps(trained_scheme, sort_keys=True).encode()).hexdigest()[:12]
-    path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}-v{QAT_CODE_VERSION}.pt"
+    path = paths.cache_dir() / "qat" / f"{reference_key}-{scheme}-v{QAT_CODE_VERSION}-s{SIMULATION_VERSION}.pt"
 
     def build() -> dict[str, Any]:
         return {"model": model, "stats": quantization_aware_training(model, splits, quant)}

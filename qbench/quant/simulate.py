@@ -32,6 +32,9 @@ from qbench.quant.affine import (
 from qbench.quant.observers import ActivationObserver, estimate_range
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
+# Bump when QuantizedLayer/InputQuantizer change their attributes: caches hold pickled simulated models (QAT,
+# GPTQ/AWQ results), and one pickled from an older class lacks the new attributes.
+SIMULATION_VERSION = 2
 
 
 class InputQuantizer(nn.Module):
