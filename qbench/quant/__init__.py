@@ -28,7 +28,7 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     samples = min(quant.calibration.samples, len(splits.calibration))
     stats: dict[str, float] = {}
     if quant.algorithm != "rtn":
-        model, stats = _cached_algorithm(model, quant, splits, samples, cache_key, layer_types)
+        model, stats = _cached_algorithm(model, quant, splits, samples, cache_key)
     if quant.method in ("ptq", "qat"):
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))
     if quant.method == "qat":
@@ -42,8 +42,8 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
 
 
 def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, samples: int,
-                      cache_key: str | None, layer_types: tuple[str, ...]) -> tuple[nn.Module, dict[str, float]]:
-    """GPTQ/AWQ/SmoothQuant on ``model``, once per (model, calibration data, scheme, layer types) when the model
+                      cache_key: str | None) -> tuple[nn.Module, dict[str, float]]:
+    """GPTQ/AWQ/SmoothQuant on ``model``, once per (model, calibration data, scheme, quantized layers) when the model
     has a ``cache_key``: the cells that deploy one scheme to several backends compute it once (GPTQ on SmolLM2:
     ~60 s). Its cost figures stay the computing run's; ``quant.algorithm_cached`` says whether it was loaded."""
     import hashlib
@@ -54,7 +54,7 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
 
     from qbench.config import paths
     from qbench.quant.algorithms import apply_algorithm
-    from qbench.quant.simulate import SIMULATION_VERSION
+    from qbench.quant.simulate import SIMULATION_VERSION, quantized_layers
     from qbench.storage import cached
 
     def build() -> dict[str, object]:
@@ -66,7 +66,10 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
         blob = build()
         return blob["model"], dict(blob["stats"])  # type: ignore[call-overload]
     scheme = {k: v for k, v in asdict(quant).items() if k != "target_isa"}
-    blob_key = json.dumps({"scheme": scheme, "layer_types": layer_types, "samples": samples}, sort_keys=True)
+    # the layers actually quantized (not the backend's layer types: a transformer has only Linear layers, so its
+    # torch and torch_int8 cells share one result)
+    layers = [layer.name for layer in quantized_layers(model)]
+    blob_key = json.dumps({"scheme": scheme, "layers": layers, "samples": samples}, sort_keys=True)
     digest = hashlib.sha256(blob_key.encode()).hexdigest()[:12]
     path = paths.cache_dir() / "algorithms" / f"{cache_key}-{quant.algorithm}-{digest}-s{SIMULATION_VERSION}.pt"
     # qbench's own cache file (a pickled simulated module), not user input
