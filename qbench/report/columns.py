@@ -106,17 +106,15 @@ def _energy(f: pd.DataFrame) -> pd.Series:
     return value
 
 
-def _task_value(f: pd.DataFrame) -> pd.Series:
-    """Each cell's own task metric (tags.task.metric: acc.top1, lm.perplexity, sim.spearman, ...)."""
-    names = _text("tags.task.metric")(f)
-    return pd.Series([as_number(row.get(f"metrics.{name}")) if name else None for name, (_, row) in
-                      zip(names, f.iterrows(), strict=True)], index=f.index, dtype=float)
+def _named_by_tag(tag: str) -> Callable[[pd.DataFrame], pd.Series]:
+    """Each cell's value of the metric its tag ``tag`` names (tags.task.metric: acc.top1, lm.perplexity, ...)."""
 
+    def get(f: pd.DataFrame) -> pd.Series:
+        names = _text(f"tags.{tag}")(f)
+        return pd.Series([as_number(row.get(f"metrics.{name}")) if name else None for name, (_, row) in
+                          zip(names, f.iterrows(), strict=True)], index=f.index, dtype=float)
 
-def _task_delta(f: pd.DataFrame) -> pd.Series:
-    names = _text("tags.task.delta_metric")(f)
-    return pd.Series([as_number(row.get(f"metrics.{name}")) if name else None for name, (_, row) in
-                      zip(names, f.iterrows(), strict=True)], index=f.index, dtype=float)
+    return get
 
 
 def _task_result(f: pd.DataFrame) -> pd.Series:
@@ -158,9 +156,10 @@ COLUMNS: tuple[Column, ...] = (
            _text("tags.task.metric")),
     Column("task_direction", "task direction", "higher | lower: which task metric value is better",
            _text("tags.task.direction")),
-    Column("task_value", "task value", "the value of the cell's task metric (tags.task.metric)", _task_value, ".4g"),
+    Column("task_value", "task value", "the value of the cell's task metric (tags.task.metric)",
+           _named_by_tag("task.metric"), ".4g"),
     Column("task_delta", "task Δ", "the task metric's in-cell change vs FP32 (tags.task.delta_metric)",
-           _task_delta, "+.4g"),
+           _named_by_tag("task.delta_metric"), "+.4g"),
     _figure("top1", "acc.top1"),
     _figure("delta_fp32_pt", "delta_top1_pt"),
     _figure("acc_pct_fp32", "acc_pct_fp32"),
