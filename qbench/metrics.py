@@ -117,8 +117,8 @@ _ALL = (
     # relative to the FP32 reference of the same suite run (qbench.track.reference)
     Metric("delta_top1_pt", "Δ FP32 pt", "top-1 minus the FP32 cell's top-1 (same model), percentage points", "pt",
            HIGH, fmt="+.2f", derived=True),
-    Metric("acc_pct_fp32", "% of FP32", "top-1 as a percentage of the FP32 cell's top-1", "%", HIGH, fmt=".2f",
-           derived=True),
+    Metric("acc_pct_fp32", "% of FP32", "the task metric as a percentage of the FP32 cell's, in its direction "
+           "(top-1 / FP32 top-1; FP32 perplexity / perplexity)", "%", HIGH, fmt=".2f", derived=True),
     Metric("speedup", "speed-up", "FP32 p50 / p50 on the same backend in the same suite run; none for simulated "
            "kernels (their latency is float latency)", "x", HIGH, fmt=".2f", derived=True),
     Metric("size_ratio", "disk ratio", "FP32 cell's artifact bytes / this artifact's bytes", "x", HIGH, fmt=".2f",

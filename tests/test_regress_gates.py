@@ -99,6 +99,43 @@ def test_accuracy_floors_per_scheme_and_for_8_bit_schemes() -> None:
     assert _gate(gates, "m/w4a8-pc/torch", "acc.floor").outcome == FAIL
 
 
+def test_a_language_model_is_gated_on_perplexity_in_its_direction() -> None:
+    """Tasks other than image classification: their own metric, relative tolerance, lower-is-better respected;
+    the floor reads the task metric as a percentage of FP32's (FP32 perplexity / perplexity)."""
+    def lm_cell(ppl: float, fp32_ppl: float = 32.0, **kw: Any) -> dict[str, Any]:
+        cell = _cell(scheme="w8-wo-pc", abits=32, **kw)
+        cell["method"] = "weight_only"
+        cell["accuracy"] = {"top1": None, "task_metric": "lm.perplexity", "task_higher_is_better": False,
+                            "task": ppl, "acc_pct_fp32": fp32_ppl / ppl * 100}
+        return cell
+
+    name = "language_modeling:smollm2/w8-wo-pc/torch"
+    base = _snapshot(**{name: lm_cell(32.1)})
+    run = _snapshot(**{name: lm_cell(32.3)})  # +0.6 %: within 1 %
+    gates = evaluate(base, run, CheckConfig())
+    ppl = _gate(gates, name, "lm.perplexity")
+    assert ppl.outcome == PASS and "-0.62 % (lower is better)" in ppl.detail, ppl.message
+    assert _gate(gates, name, "acc.floor").outcome == PASS and not [g for g in gates if g.name == "acc.top1"]
+    run = _snapshot(**{name: lm_cell(33.0)})  # +2.8 %: a regression, and below 99 % of FP32
+    gates = evaluate(base, run, CheckConfig())
+    assert _gate(gates, name, "lm.perplexity").outcome == FAIL
+    floor = _gate(gates, name, "acc.floor")
+    assert floor.outcome == FAIL and "FP32 lm.perplexity" in floor.detail and round(floor.new, 2) == 96.97
+    run = _snapshot(**{name: lm_cell(31.0)})  # lower perplexity: better, passes however large
+    assert _gate(evaluate(base, run, CheckConfig()), name, "lm.perplexity").outcome == PASS
+
+
+def test_acc_pct_fp32_follows_the_task_direction() -> None:
+    from qbench.track.reference import relative_figures, task_metric
+
+    lm = task_metric({"task.metric": "lm.perplexity", "task.direction": "lower"})
+    assert lm == ("lm.perplexity", False) and task_metric({}) == ("acc.top1", True)
+    figures = relative_figures({"lm.perplexity": 40.0}, "int4", {"lm.perplexity": 32.0}, lm)
+    assert figures["acc_pct_fp32"] == 80.0 and figures["delta_top1_pt"] is None
+    figures = relative_figures({"acc.top1": 0.9}, "int8", {"acc.top1": 0.95})
+    assert round(figures["acc_pct_fp32"], 4) == round(0.9 / 0.95 * 100, 4)
+
+
 def test_missing_newly_failing_newly_skipped_and_new_cells() -> None:
     base, run = _pair()
     del run["cells"][INT8]

@@ -114,3 +114,22 @@ def test_cached_qat_models_are_keyed_by_the_qat_code_version(compose, tmp_path, 
     monkeypatch.setattr(qat, "QAT_CODE_VERSION", qat.QAT_CODE_VERSION + 1)
     assert qat.cached_qat(model, None, quant, "ref-key")[1]["qat.cached"] == 0.0
     assert len(trained) == 2
+
+
+def test_layer_names_kept_float_and_excluded() -> None:
+    """model.keep_float names a layer by its last parts (the wrapper's prefix is the model's business);
+    a keep_float or quant.exclude pattern that names no layer is an error, not a silently quantized layer."""
+    from qbench.config import QuantConfig, TensorQuantConfig
+    from qbench.quant.simulate import build_simulated_model, layers_named
+
+    model = nn.Module()
+    model.lm = nn.Sequential()
+    model.lm.add_module("body", nn.Linear(8, 8))
+    model.lm.add_module("lm_head", nn.Linear(8, 4))
+    assert layers_named(model, ["lm_head"]) == ["lm.lm_head"]
+    with pytest.raises(ValueError, match="'head' names no layer"):
+        layers_named(model, ["head"])
+    quant = QuantConfig(method="weight_only", weights=TensorQuantConfig(bits=4), exclude=["lm.lm_head"])
+    assert [layer.name for layer in quantized_layers(build_simulated_model(model, quant))] == ["lm.body"]
+    with pytest.raises(ValueError, match=r"quant.exclude \['lm_head'\] match"):
+        build_simulated_model(model, QuantConfig(method="weight_only", exclude=["lm_head"]))

@@ -249,8 +249,11 @@ class CheckConfig:
 
     # accuracy: fail when top-1 drops more than this many percentage points below the baseline's
     top1_tolerance_pt: float = 0.5
-    # accuracy floor: top-1 as a fraction of the same run's FP32 top-1, per scheme label (w8a8-pc, w4-wo-pg32,
-    # dyn-w8a8-pc, ...); a scheme not listed gets floor_8bit when its weights and activations have >= 8 bits
+    # the task metric of other tasks (perplexity, Spearman ρ): fail when it is this many % worse than the baseline's
+    task_tolerance_pct: float = 1.0
+    # accuracy floor: the task metric as a fraction of the same run's FP32 cell's (acc_pct_fp32), per scheme label
+    # (w8a8-pc, w4-wo-pg32, dyn-w8a8-pc, ...); a scheme not listed gets floor_8bit when its weights and
+    # activations have >= 8 bits
     floors: dict[str, float] = field(default_factory=dict)
     floor_8bit: float = 0.99
     # latency: relative loss of speed-up vs FP32 (quantized cells on real kernels), relative rise of an FP32

@@ -102,7 +102,7 @@ def summary_frame(cells: list[dict[str, Any]], settings: CheckConfig | None = No
         m, t = c.get("metrics", {}), c.get("tags", {})
         ref = cells[index] if index is not None else None
         kernel = t.get("kernel", "")
-        relative = reference.relative_figures(m, kernel, ref["metrics"] if ref else None)
+        relative = reference.relative_figures(m, kernel, ref["metrics"] if ref else None, reference.task_metric(t))
         note = c.get("error") or ""
         if t.get("latency.unstable") == "true":
             note = (note + "; " if note else "") + "latency unstable"

@@ -247,6 +247,20 @@ def quantized_layers(model: nn.Module) -> list[QuantizedLayer]:
     return [m for m in model.modules() if isinstance(m, QuantizedLayer)]
 
 
+def layers_named(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Full names of the modules each pattern names: the pattern as a whole name (fnmatch) or as its last
+    dotted parts (``lm_head`` names ``lm.lm_head``), so a model preset need not know its wrapper's prefix.
+    A pattern that names no module is a ValueError."""
+    names = [name for name, _ in model.named_modules() if name]
+    found: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n, f"*.{pattern}")]
+        if not hits:
+            raise ValueError(f"model.keep_float: {pattern!r} names no layer of the model")
+        found += [n for n in hits if n not in found]
+    return found
+
+
 def build_simulated_model(fp32_model: nn.Module, quant, emulate_isa: str | None = None,
                           layer_types: tuple[str, ...] = ("Conv2d", "Linear")) -> nn.Module:
     """Fold BN and wrap each Conv2d/Linear (not excluded; of ``layer_types``, the ones the cell's backend
@@ -255,6 +269,12 @@ def build_simulated_model(fp32_model: nn.Module, quant, emulate_isa: str | None 
     if quant.method == "none":
         raise ValueError("method none has no simulated model: use the FP32 model")
     model = fold_batchnorm(fp32_model)
+    names = [name for name, _ in model.named_modules()]
+    unmatched = [p for p in quant.exclude if not any(fnmatch.fnmatch(name, p) for name in names)]
+    if unmatched:
+        layers = [name for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+        raise ValueError(f"quant.exclude {unmatched} match(es) no layer of the model (patterns match whole names, "
+                         f"e.g. {', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''})")
     targets = [
         (name, module)
         for name, module in model.named_modules()

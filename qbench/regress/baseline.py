@@ -28,6 +28,7 @@ from qbench.measure import gap
 from qbench.metrics import as_number
 from qbench.regress.gates import GATED_RESOURCES
 from qbench.storage import write_json_atomic
+from qbench.track.reference import task_metric
 from qbench.track.uri import public_uri
 
 SCHEMA_VERSION = 1
@@ -102,6 +103,8 @@ def cell_snapshot(row: pd.Series | dict[str, Any], samples: np.ndarray | None = 
     def relative(name: str) -> float | None:  # a figure of (or relative to) the FP32 reference
         return as_number(row.get(name))
 
+    task_name, task_higher = task_metric({k[len("tags."):]: v for k, v in row.items()
+                                          if isinstance(k, str) and k.startswith("tags.")})
     return {
         "status": row.get("status"),
         "kernel": row.get("kernel") or None,
@@ -115,7 +118,8 @@ def cell_snapshot(row: pd.Series | dict[str, Any], samples: np.ndarray | None = 
         "qbench_version": row.get("tags.env.qbench") if isinstance(row.get("tags.env.qbench"), str) else None,
         "unstable": row.get("tags.latency.unstable") == "true",
         "accuracy": {**{k: metric(f"acc.{k}") for k in _ACCURACY}, "fp32_top1": relative("fp32_top1"),
-                     "delta_top1_pt": relative("delta_top1_pt"), "acc_pct_fp32": relative("acc_pct_fp32")},
+                     "delta_top1_pt": relative("delta_top1_pt"), "acc_pct_fp32": relative("acc_pct_fp32"),
+                     "task_metric": task_name, "task_higher_is_better": task_higher, "task": metric(task_name)},
         "latency": {"p50_ms": metric("latency.p50_ms"), "p99_ms": metric("latency.p99_ms"),
                     "n": _int(metric("latency.n")), "fp32_p50_ms": relative("fp32_p50_ms"),
                     "speedup": relative("speedup"), "fp32_unstable": fp32_unstable,

@@ -6,7 +6,10 @@ Per cell, in this order (a cell whose status gate fails gets no other gate):
 - ``status``: a baseline cell missing from the run, newly failing or newly skipped fails; a cell the
   baseline lacks warns (update the baseline to gate it).
 - ``acc.top1``: fails when top-1 drops more than ``top1_tolerance_pt`` points below the baseline's.
-- ``acc.floor``: quantized cells; fails when top-1 is below a fraction of the *same run's* FP32 top-1:
+- the task metric of other tasks (``lm.perplexity``, ``sim.spearman``, ...): fails when it is more than
+  ``task_tolerance_pct`` % worse than the baseline's, in the task's direction.
+- ``acc.floor``: quantized cells; fails when the task metric is below a fraction of the *same run's* FP32 cell's
+  (``acc_pct_fp32``: top-1 / FP32 top-1, FP32 perplexity / perplexity):
   ``floors[<scheme label>]``, else ``floor_8bit`` for schemes whose weights and activations have >= 8 bits.
 - ``latency.speedup`` (quantized cells on real kernels) or ``latency.p50_ms`` (FP32 cells, advisory by
   default): see :func:`latency_gate`. Simulated kernels get no latency gate (their latency is float latency).
@@ -119,7 +122,7 @@ def status_gate(cell: str, old: dict[str, Any] | None, new: dict[str, Any] | Non
 
 # ------------------------------------------------------------------------------------------- accuracy
 def floor_for(cell: dict[str, Any], settings: CheckConfig) -> tuple[float, str] | None:
-    """The accuracy floor of a quantized cell (fraction of FP32 top-1) and where it comes from."""
+    """The accuracy floor of a quantized cell (fraction of its FP32 cell's task metric) and where it comes from."""
     method, scheme = cell.get("method"), cell.get("scheme")
     if method in (None, "none"):
         return None
@@ -140,18 +143,36 @@ def accuracy_gates(cell: str, old: dict[str, Any], new: dict[str, Any], settings
         outcome = FAIL if -change_pt > settings.top1_tolerance_pt + _EPS else PASS
         gates.append(Gate(cell, top1.name, outcome, before * top1.scale, after * top1.scale, top1.shown,
                           f"{change_pt:+.2f} pt; fails below -{settings.top1_tolerance_pt:g} pt"))
+    gates += _task_metric_gate(cell, old["accuracy"], new["accuracy"], settings)
     floor = floor_for(new, settings)
     if floor is not None:
         value, source = floor
         pct_old, pct_new = old["accuracy"].get("acc_pct_fp32"), new["accuracy"].get("acc_pct_fp32")
         if pct_new is None:
             gates.append(Gate(cell, "acc.floor", WARN, pct_old, None, "% fp32",
-                              "no FP32 reference top-1 in the run: floor not checked"))
+                              "no FP32 reference in the run: floor not checked"))
         else:
             outcome = FAIL if pct_new < value * 100 - _EPS else PASS
+            task = new["accuracy"].get("task_metric") or "acc.top1"
             gates.append(Gate(cell, "acc.floor", outcome, pct_old, pct_new, "% fp32",
-                              f"floor {value * 100:g} % of the run's FP32 top-1, from {source}"))
+                              f"floor {value * 100:g} % of the run's FP32 {task}, from {source}"))
     return gates
+
+
+def _task_metric_gate(cell: str, old: dict[str, Any], new: dict[str, Any], settings: CheckConfig) -> list[Gate]:
+    """The task metric of a task other than image classification (perplexity, Spearman ρ, a user task's):
+    fails when it is more than ``task_tolerance_pct`` % worse than the baseline's, in its direction. Top-1 has
+    its own gate above, in points."""
+    name = new.get("task_metric")
+    before, after = old.get("task"), new.get("task")
+    if name in (None, "acc.top1") or old.get("task_metric") != name or before is None or after is None:
+        return []
+    worse_pct = (before - after if new.get("task_higher_is_better", True) else after - before) / abs(before) * 100 \
+        if before else 0.0
+    outcome = FAIL if worse_pct > settings.task_tolerance_pct + _EPS else PASS
+    return [Gate(cell, name, outcome, before, after, "",
+                 f"{-worse_pct:+.2f} % ({'higher' if new.get('task_higher_is_better', True) else 'lower'} is "
+                 f"better); fails beyond -{settings.task_tolerance_pct:g} %")]
 
 
 # -------------------------------------------------------------------------------------------- latency

@@ -110,7 +110,10 @@ def with_fp32_comparisons(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.Series([np.nan if ref is None else ref.get(name, np.nan) for ref in refs],
                                   index=frame.index, dtype=float)
     kernels = frame["kernel"].fillna("").astype(str).tolist()
-    relative = [reference.relative_figures(m, k, ref) for m, k, ref in zip(metrics, kernels, refs, strict=True)]
+    tasks = [reference.task_metric({k[len("tags."):]: v for k, v in row.items() if str(k).startswith("tags.")})
+             for row in rows]
+    relative = [reference.relative_figures(m, k, ref, task)
+                for m, k, ref, task in zip(metrics, kernels, refs, tasks, strict=True)]
     for column in ("delta_top1_pt", "acc_pct_fp32", "speedup", "size_ratio"):
         frame[column] = pd.Series([np.nan if r[column] is None else r[column] for r in relative], index=frame.index,
                                   dtype=float)

@@ -90,22 +90,36 @@ def row_candidate(row: Mapping[str, Any]) -> Candidate:
                      str(row.get("status", "")), params)
 
 
-def relative_figures(metrics: Mapping[str, Any], kernel: str, reference: Mapping[str, Any] | None
-                     ) -> dict[str, float | None]:
+def task_metric(tags: Mapping[str, Any]) -> tuple[str, bool]:
+    """The task metric a cell's tags name and whether higher is better (``acc.top1``, higher, when untagged:
+    image classification cells logged before tasks had tags)."""
+    name = tags.get("task.metric")
+    if not isinstance(name, str) or not name:
+        return "acc.top1", True
+    return name, tags.get("task.direction") != "lower"
+
+
+def relative_figures(metrics: Mapping[str, Any], kernel: str, reference: Mapping[str, Any] | None,
+                     task: tuple[str, bool] = ("acc.top1", True)) -> dict[str, float | None]:
     """The figures of a cell relative to its reference's metrics (None without a reference or a figure):
-    ``delta_top1_pt``, ``acc_pct_fp32``, ``speedup`` (none for simulated kernels: their latency is float
-    latency) and ``size_ratio`` (see :mod:`qbench.metrics`)."""
+    ``delta_top1_pt``, ``acc_pct_fp32`` (the ``task`` metric — name, higher is better — as a percentage of the
+    reference's, in its direction: top-1 / FP32 top-1, FP32 perplexity / perplexity), ``speedup`` (none for
+    simulated kernels: their latency is float latency) and ``size_ratio`` (see :mod:`qbench.metrics`)."""
     ref = reference or {}
 
     def pair(name: str) -> tuple[float | None, float | None]:
         return as_number(metrics.get(name)), as_number(ref.get(name))
 
     top1, ref_top1 = pair("acc.top1")
+    value, ref_value = pair(task[0])
     p50, ref_p50 = pair("latency.p50_ms")
     size, ref_size = pair("size.artifact_bytes")
+    ratio = None
+    if value is not None and ref_value is not None:
+        ratio = value / ref_value * 100 if task[1] and ref_value else ref_value / value * 100 if value else None
     return {
         "delta_top1_pt": (top1 - ref_top1) * 100 if top1 is not None and ref_top1 is not None else None,
-        "acc_pct_fp32": top1 / ref_top1 * 100 if top1 is not None and ref_top1 else None,
+        "acc_pct_fp32": ratio,
         "speedup": ref_p50 / p50 if p50 and ref_p50 and kernel != "simulated" else None,
         "size_ratio": ref_size / size if size and ref_size else None,
     }

@@ -28,7 +28,7 @@ from qbench.measure.env import fingerprint, host_id
 from qbench.measure.latency import LatencyStats
 from qbench.measure.torch_env import torch_facts
 from qbench.quant import apply_scheme, int8_path
-from qbench.quant.simulate import quantized_layers, weight_tensors
+from qbench.quant.simulate import layers_named, quantized_layers, weight_tensors
 from qbench.record import CellResult
 from qbench.tasks import Task, get_task
 from qbench.worker.speed import measure_speed
@@ -89,9 +89,11 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     # the scheme as deployed and simulated (e.g. 7-bit weights on the reduce-range path); names keep cfg's
     deploy_cfg, emulate, int8_tags = int8_path.for_cell(cfg)
     tags.update(int8_tags)
-    if cfg.model.keep_float:  # the model's float layers (e.g. lm_head) join the scheme's exclusions
+    if cfg.model.keep_float and fp32_model is not None:  # the model's float layers (lm_head) join the exclusions
+        kept = layers_named(fp32_model, list(cfg.model.keep_float))
+        tags["quant.keep_float"] = ",".join(kept)
         deploy_cfg = dataclasses.replace(deploy_cfg, quant=dataclasses.replace(
-            deploy_cfg.quant, exclude=[*deploy_cfg.quant.exclude, *cfg.model.keep_float]))
+            deploy_cfg.quant, exclude=[*deploy_cfg.quant.exclude, *kept]))
     cache_key = (reference_key(cfg.model, cfg.dataset) if cfg.model.source == "reference"
                  else _text_model_key(cfg) if cfg.model.source == "hf" else None)
     # the simulation quantizes the layer types the backend does (weight-only ORT, dynamic torch: Linear only)
