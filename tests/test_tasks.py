@@ -125,7 +125,7 @@ def test_image_classification_scores_a_digits_cell_exactly_as_before(compose, re
     sim, _ = apply_scheme(fp32, deploy_cfg.quant, splits, None, emulate)
     deployment = get_backend(backend).deploy(DeployContext(deploy_cfg, fp32, splits, tmp_path, sim,
                                                            int8_path=tags.get("int8.path", "none")))
-    new = evaluate(task, deployment, FP32Model(fp32), sim, splits, cfg.measure.eval_batch_size)
+    new = evaluate(task, deployment, FP32Model(fp32).outputs, sim, splits, cfg.measure.eval_batch_size)
 
     if backend == "torch_int8":  # what the deployment's run and to_logits did: the converted module, as float
         def deployed_logits(x: torch.Tensor) -> torch.Tensor:
@@ -195,3 +195,34 @@ def test_readme_example_task_is_one_module_and_one_conf_file(qbench_cache, tmp_p
     from qbench.config.names import task_names
 
     assert "digit_regression" not in task_names()
+
+
+def test_fp32_outputs_are_replayed_only_for_the_inputs_they_were_computed_on(tmp_path) -> None:
+    """The FP32 reference's outputs, kept by the first cell, are replayed call by call while the inputs match;
+    a changed input is recomputed, and outputs too large to keep are neither held nor saved."""
+    from qbench.worker import fp32_outputs
+    from qbench.worker.fp32_outputs import ReplayedOutputs
+
+    calls: list[int] = []
+
+    def model(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"y": inputs["x"] * 2}
+
+    batches = [{"x": torch.arange(4.0) + i} for i in range(3)]
+    path = tmp_path / "out.pt"
+    first = ReplayedOutputs(model, path)
+    expected = [first(b)["y"] for b in batches]
+    first.save()
+    assert len(calls) == 3 and path.is_file() and not first.all_replayed
+    second = ReplayedOutputs(model, path)
+    assert all(torch.equal(second(b)["y"], e) for b, e in zip(batches, expected, strict=True))
+    assert len(calls) == 3 and second.all_replayed
+    third = ReplayedOutputs(model, path)
+    changed = [batches[0], {"x": torch.zeros(4)}, batches[2]]
+    assert torch.equal(third(changed[1 - 1])["y"], expected[0]) and torch.equal(third(changed[1])["y"], torch.zeros(4))
+    assert len(calls) == 4 and not third.all_replayed
+    big = ReplayedOutputs(lambda inputs: {"y": torch.zeros(fp32_outputs.MAX_BYTES // 4 + 1)}, tmp_path / "big.pt")
+    big({"x": torch.zeros(1)})
+    big.save()
+    assert not (tmp_path / "big.pt").exists() and big.calls[0][1] == {}

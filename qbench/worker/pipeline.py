@@ -11,6 +11,7 @@ import fnmatch
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,12 @@ from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import layers_named, quantized_layers, weight_tensors
 from qbench.record import CellResult
 from qbench.tasks import Task, get_task
+from qbench.worker import fp32_outputs
+from qbench.worker.fp32_outputs import ReplayedOutputs
 from qbench.worker.speed import measure_speed
 from qbench.worker.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
-from qbench.zoo.models import FP32Model, load_fp32
+from qbench.zoo.models import load_fp32
 
 log = logging.getLogger("qbench.cell")
 
@@ -142,7 +145,16 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
 
     log.info("evaluating %s on %d samples", task.name, len(splits.evaluation))
     t0 = time.perf_counter()
-    metrics.update(evaluate(task, deployment, fp32, simulated, splits, cfg.measure.eval_batch_size))
+    reference_outputs = fp32.outputs
+    if cache_key is not None:
+        reference_outputs = ReplayedOutputs(fp32.outputs, fp32_outputs.cache_path({
+            "model": cache_key, "task": dataclasses.asdict(cfg.task), "dataset": dataclasses.asdict(cfg.dataset),
+            "eval_batch_size": cfg.measure.eval_batch_size, "host": tags["env.host_id"], "threads": [intra, inter],
+            "device": tags.get("device", "cpu")}))
+    metrics.update(evaluate(task, deployment, reference_outputs, simulated, splits, cfg.measure.eval_batch_size))
+    if isinstance(reference_outputs, ReplayedOutputs):
+        tags["eval.fp32_outputs"] = "replayed" if reference_outputs.all_replayed else "computed"
+        reference_outputs.save()
     metrics["time.accuracy_s"] = time.perf_counter() - t0
     metrics.update(_size_metrics(deployment, fp32_model))
     if fp32_model is not None:  # layer-level op counts need the torch graph
@@ -161,11 +173,11 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     )
 
 
-def evaluate(task: Task, deployment: Deployment, fp32: FP32Model, simulated: torch.nn.Module | None,
-             splits: DataSplits, batch_size: int) -> dict[str, float]:
-    """The task's metrics of the deployed model against the FP32 reference; on real backends also against the
-    simulated model of the same scheme on the same inputs (the deployment gap)."""
-    models = {"deployed": deployment, "fp32": fp32.outputs}
+def evaluate(task: Task, deployment: Deployment, fp32_outputs: Callable[[NamedBatch], Outputs],
+             simulated: torch.nn.Module | None, splits: DataSplits, batch_size: int) -> dict[str, float]:
+    """The task's metrics of the deployed model against the FP32 reference's outputs; on real backends also
+    against the simulated model of the same scheme on the same inputs (the deployment gap)."""
+    models = {"deployed": deployment, "fp32": fp32_outputs}
     if simulated is not None and deployment.kernel != "simulated":
 
         def simulate(inputs: NamedBatch) -> Outputs:

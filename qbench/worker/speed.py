@@ -68,7 +68,10 @@ def _timed(call: Callable[[], object], deployment: Deployment, on_cuda: bool) ->
 
 def _rate(deployment: Deployment, workload: Workload, lat_cfg: LatencyConfig, on_cuda: bool) -> dict[str, float]:
     """Samples/s at the workload's batch (shorter protocol: a tenth of the calls)."""
-    short = dataclasses.replace(lat_cfg, min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
+    # a throughput batch or a long prompt costs many single calls: a fifth of the warm-up calls (the time-based
+    # warm-up still applies) and a tenth of the measured ones
+    short = dataclasses.replace(lat_cfg, warmup_calls=max(2, lat_cfg.warmup_calls // 5),
+                                min_calls=max(5, lat_cfg.min_calls // 10), retries=0)
     samples = measure_latency(_timed(_call(deployment, workload), deployment, on_cuda), short).samples_ms
     p50 = float(np.median(samples))
     return {
