@@ -91,6 +91,8 @@ _ALL = (
     # latency and throughput
     Metric("latency.p50_ms", "p50 ms", "median batch-1 latency", "ms", LOW, fmt=".3f"),
     Metric("latency.p99_ms", "p99 ms", "99th percentile batch-1 latency", "ms", LOW, fmt=".3f"),
+    Metric("speedup.paired", "paired", "median FP32/quantized ratio of interleaved blocks in the cell's worker "
+           "(qbench/measure/paired.py)", "x", HIGH, fmt=".2f"),
     Metric("throughput.samples_per_s", "samples/s", "throughput at the throughput batch size", "1/s", HIGH,
            fmt=".0f"),
     # size and memory
@@ -119,8 +121,11 @@ _ALL = (
            HIGH, fmt="+.2f", derived=True),
     Metric("acc_pct_fp32", "% of FP32", "the task metric as a percentage of the FP32 cell's, in its direction "
            "(top-1 / FP32 top-1; FP32 perplexity / perplexity)", "%", HIGH, fmt=".2f", derived=True),
-    Metric("speedup", "speed-up", "FP32 p50 / p50 on the same backend in the same suite run; none for simulated "
-           "kernels (their latency is float latency)", "x", HIGH, fmt=".2f", derived=True),
+    Metric("speedup", "speed-up", "FP32 time / time on the same backend: the paired speed-up where the cell "
+           "measured one (interleaved with its FP32 reference, speedup.paired), else the unpaired one; none for "
+           "simulated kernels (their latency is float latency)", "x", HIGH, fmt=".2f", derived=True),
+    Metric("speedup_unpaired", "unpaired", "FP32 cell's p50 / this cell's p50, two worker processes of the same "
+           "suite run", "x", HIGH, fmt=".2f", derived=True),
     Metric("size_ratio", "disk ratio", "FP32 cell's artifact bytes / this artifact's bytes", "x", HIGH, fmt=".2f",
            derived=True),
 )
@@ -161,3 +166,9 @@ def task_result(metrics: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
 def energy_metric(source: str) -> str:
     """The metric name of energy per batch-1 inference from ``source`` (one of :data:`ENERGY_SOURCES`)."""
     return f"energy.{source}_mj_per_inference"
+
+
+def paired_ci(metrics: Mapping[str, Any]) -> str:
+    """``[low, high]`` of a cell's paired speed-up (95 % CI); "" where the cell measured none."""
+    low, high = as_number(metrics.get("speedup.paired_ci95_low")), as_number(metrics.get("speedup.paired_ci95_high"))
+    return f"[{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""

@@ -26,6 +26,7 @@ from qbench.config.schema import (
     LatencyConfig,
     MeasureConfig,
     ModelConfig,
+    PairedConfig,
     QATConfig,
     QBenchConfig,
     QuantConfig,
@@ -42,8 +43,9 @@ from qbench.config.validate import ConfigError, fault_injected, one_line, valida
 __all__ = [
     "ACTIVATION_GRANULARITIES", "BIT_RANGE", "FAULTS", "GRANULARITIES", "METHODS", "OBSERVERS", "BackendConfig",
     "CalibrationConfig", "CheckConfig", "ConfigError", "DatasetConfig", "DebugConfig", "EnergyConfig", "EnergyCosts",
-    "LatencyConfig", "MeasureConfig", "ModelConfig", "QATConfig", "QBenchConfig", "QuantConfig", "SuiteConfig",
-    "TaskConfig", "TensorQuantConfig", "ThreadsConfig", "TrackingConfig", "TrainRecipe", "available_suites",
-    "cell_config_dict", "cell_hash", "cell_name", "fault_injected", "flatten", "group_options", "one_line",
+    "LatencyConfig", "MeasureConfig", "ModelConfig", "PairedConfig", "QATConfig", "QBenchConfig", "QuantConfig",
+    "SuiteConfig", "TaskConfig", "TensorQuantConfig", "ThreadsConfig", "TrackingConfig", "TrainRecipe",
+    "available_suites", "cell_config_dict", "cell_hash", "cell_name", "fault_injected", "flatten", "group_options",
+    "one_line",
     "register_configs", "register_suites", "scheme_label", "validate",
 ]

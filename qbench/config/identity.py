@@ -79,6 +79,9 @@ _DEFAULT_TASK_NODE = {"name": DEFAULT_TASK, "options": {}}
 _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "quant": {"algorithm": "rtn", "algorithm_options": {}},
     "model": {"gguf_file": None, "pooling": "mean", "keep_float": []},
+    # the paired window adds figures to a quantized cell and changes none of its unpaired ones
+    "measure": {"paired": {"enabled": True, "block_calls": 20, "min_blocks": 8, "max_blocks": 40,
+                           "max_duration_s": 10.0}},
 }
 
 

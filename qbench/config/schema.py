@@ -223,12 +223,25 @@ class EnergyConfig:
 
 
 @dataclass
+class PairedConfig:
+    """Paired speed-up (qbench/measure/paired.py): a quantized cell on a real backend also times its FP32
+    reference on the same backend, interleaved in blocks; stops as the latency window does (its threshold)."""
+
+    enabled: bool = True
+    block_calls: int = 20
+    min_blocks: int = 8
+    max_blocks: int = 40
+    max_duration_s: float = 10.0
+
+
+@dataclass
 class MeasureConfig:
     """What is measured and how (``measure=`` group: default, quick)."""
 
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    paired: PairedConfig = field(default_factory=PairedConfig)
     eval_batch_size: int = 128
     # wall-clock limit for one cell's worker process
     timeout_s: float = 1800.0

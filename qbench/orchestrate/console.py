@@ -18,7 +18,7 @@ from rich.table import Table
 
 from qbench.config import CheckConfig
 from qbench.measure.gap import deployment_gap
-from qbench.metrics import metric, task_result
+from qbench.metrics import metric, paired_ci, task_result
 from qbench.record import RECORD_NAME, read_record
 from qbench.track import reference
 
@@ -118,7 +118,9 @@ def summary_frame(cells: list[dict[str, Any]], settings: CheckConfig | None = No
             "top1": m.get("acc.top1"),
             "delta_fp32_pt": relative["delta_top1_pt"],
             "p50_ms": m.get("latency.p50_ms"),
-            "speedup": relative["speedup"],  # none for simulated kernels: their latency is float latency
+            "speedup": relative["speedup"],  # paired where measured; none for simulated kernels (float latency)
+            "speedup_ci": paired_ci(m),
+            "speedup_unpaired": relative["speedup_unpaired"],
             "flags": "gap" if flagged else "",
             "note": note,
             "flag_detail": verdict.explanation if verdict is not None and flagged else "",
@@ -140,15 +142,19 @@ def print_summary(name: str, frame: pd.DataFrame, elapsed_s: float | None) -> No
     table = Table(title=f"suite {name}", header_style="bold")
     task_columns = (("task metric", "left"),) if with_task else ()
     for col, justify in (("cell", "left"), ("status", "left"), ("kernel", "left"), *task_columns,
-                         *((m.label, "right") for _, m in figures), ("flags", "left"), ("note", "left")):
+                         *((m.label, "right") for _, m in figures), ("paired CI", "right"), ("flags", "left"),
+                         ("note", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     colors = {"finished": "green", "failed": "red", "skipped": "yellow"}
     for row in frame.itertuples():
         shown = [m.show(getattr(row, column)) for column, m in figures]
         task = (row.task_result,) if with_task else ()
         table.add_row(row.cell, f"[{colors.get(row.status, 'white')}]{row.status}[/]", row.kernel, *task, *shown,
-                      f"[bold red]{GAP_MARK}[/]" if row.flags == "gap" else "", row.note[:120])
+                      row.speedup_ci, f"[bold red]{GAP_MARK}[/]" if row.flags == "gap" else "", row.note[:120])
     console.print(table)
+    if frame["speedup_ci"].astype(bool).any():
+        console.print("speed-up: paired (timed interleaved with the FP32 reference in the cell) where a CI is shown, "
+                      "else the ratio of the two cells' p50s")
     counts = frame["status"].value_counts().to_dict()
     parts = [f"{counts.get(s, 0)} {s}" for s in ("finished", "failed", "skipped")]
     console.print(f"{len(frame)} cells: {', '.join(parts)}" + (f" in {elapsed_s:.0f} s" if elapsed_s else ""))

@@ -123,6 +123,7 @@ def cell_snapshot(row: pd.Series | dict[str, Any], samples: np.ndarray | None = 
         "latency": {"p50_ms": metric("latency.p50_ms"), "p99_ms": metric("latency.p99_ms"),
                     "n": _int(metric("latency.n")), "fp32_p50_ms": relative("fp32_p50_ms"),
                     "speedup": relative("speedup"), "fp32_unstable": fp32_unstable,
+                    "paired": metric("speedup.paired") is not None and relative("speedup") is not None,
                     "samples_ms": compact_samples(samples)},
         **{group: {k: metric(f"{group}.{k}") for k in keys} for group, keys in GATED_RESOURCES.items()},
         "deployment": _deployment(row),

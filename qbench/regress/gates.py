@@ -203,7 +203,8 @@ def latency_gate(cell: str, old: dict[str, Any], new: dict[str, Any], settings: 
     """Latency of one cell, judged so that machine noise does not page anyone.
 
     - Quantized cells on real kernels (``latency.speedup``): the speed-up vs the FP32 cell measured *in the same
-      run*, so a uniformly slower or faster machine cancels out. It fails when it lost more than
+      run* (the paired one, timed interleaved with FP32 in the cell's worker, where the cell has it), so a
+      uniformly slower or faster machine cancels out. It fails when it lost more than
       ``speedup_tolerance`` (relative) **and** the Mann-Whitney test on the samples, each divided by its own
       run's FP32 p50, says the new ones are significantly slower (p < ``alpha``). Normalising by the run's own
       FP32 median makes the test about the same quantity as the tolerance (the speed-up), and keeps it valid
@@ -233,7 +234,8 @@ def latency_gate(cell: str, old: dict[str, Any], new: dict[str, Any], settings: 
     else:
         tolerance = settings.speedup_tolerance
         p_value = slower_p_value(_normalized(before), _normalized(after))
-        change = f"speed-up {-worse:+.1%}; fails beyond -{tolerance:.0%}"
+        kind = "paired speed-up" if after.get("paired") else "speed-up"
+        change = f"{kind} {-worse:+.1%}; fails beyond -{tolerance:.0%}"
     notes = [change]
     notes.append("no samples on both sides: tolerance only" if p_value is None else f"Mann-Whitney p={p_value:.2g}")
     if worse <= tolerance + _EPS:

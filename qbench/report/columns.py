@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qbench.metrics import ENERGY_SOURCES, as_number, energy_metric, metric, task_result
+from qbench.metrics import ENERGY_SOURCES, as_number, energy_metric, metric, paired_ci, task_result
 
 
 class ReportError(ValueError):
@@ -117,6 +117,12 @@ def _named_by_tag(tag: str) -> Callable[[pd.DataFrame], pd.Series]:
     return get
 
 
+def _paired_ci(f: pd.DataFrame) -> pd.Series:
+    return pd.Series([paired_ci({"speedup.paired_ci95_low": row.get("metrics.speedup.paired_ci95_low"),
+                                 "speedup.paired_ci95_high": row.get("metrics.speedup.paired_ci95_high")})
+                      for _, row in f.iterrows()], index=f.index, dtype=object)
+
+
 def _task_result(f: pd.DataFrame) -> pd.Series:
     """``metric value (Δ delta)`` with the task's own metric names: tables that mix tasks stay readable."""
     out = []
@@ -173,6 +179,9 @@ COLUMNS: tuple[Column, ...] = (
     _figure("p50_ms", "latency.p50_ms"),
     _figure("p99_ms", "latency.p99_ms"),
     _figure("speedup", "speedup"),
+    Column("speedup_ci", "paired CI", "95 % CI of the paired speed-up (bootstrap over interleaved blocks); empty: "
+           "the speed-up is unpaired (two cells' p50s)", _paired_ci),
+    _figure("speedup_unpaired", "speedup_unpaired"),
     _figure("throughput", "throughput.samples_per_s"),
     _figure("size_kib", "size.artifact_bytes"),
     _figure("packed_kib", "size.packed_model_bytes"),
@@ -198,8 +207,8 @@ COLUMNS: tuple[Column, ...] = (
 BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 # what fits a terminal; files get every column (model, backend and scheme are in the cell name)
 TERMINAL_COLUMNS = ("cell", "status", "kernel", "task_result", "top1", "delta_fp32_pt", "acc_pct_fp32", "agree_fp32",
-                    "gap_pt", "flags", "p50_ms", "p99_ms", "speedup", "throughput", "size_kib", "compression", "rss_mb",
-                    "energy_mj", "energy_source", "gbops")
+                    "gap_pt", "flags", "p50_ms", "p99_ms", "speedup", "speedup_ci", "throughput", "size_kib",
+                    "compression", "rss_mb", "energy_mj", "energy_source", "gbops")
 REPORT_COLUMNS = ("cell", "status", "kernel", "w_bits", "a_bits", *TERMINAL_COLUMNS[3:])
 # shown only when a table has cells of another task than image classification (whose metric is top-1's column)
 TASK_COLUMNS = ("task_result",)

@@ -114,7 +114,7 @@ def with_fp32_comparisons(frame: pd.DataFrame) -> pd.DataFrame:
              for row in rows]
     relative = [reference.relative_figures(m, k, ref, task)
                 for m, k, ref, task in zip(metrics, kernels, refs, tasks, strict=True)]
-    for column in ("delta_top1_pt", "acc_pct_fp32", "speedup", "size_ratio"):
+    for column in ("delta_top1_pt", "acc_pct_fp32", "speedup", "speedup_unpaired", "size_ratio"):
         frame[column] = pd.Series([np.nan if r[column] is None else r[column] for r in relative], index=frame.index,
                                   dtype=float)
     return frame

@@ -31,8 +31,10 @@ from typing import Any
 from qbench.metrics import as_number
 
 GROUP_PREFIXES = ("model.", "dataset.", "task.", "backend.", "measure.")
-# backend options that only change how a quantized model is built or run; a new one belongs here
-QUANTIZED_ONLY_KEYS = frozenset({"backend.int8_path", "backend.quantized_engine", "backend.pre_process"})
+# options that only change how a quantized model is built, run or timed; a new one belongs here
+QUANTIZED_ONLY_KEYS = frozenset({"backend.int8_path", "backend.quantized_engine", "backend.pre_process",
+                                 "measure.paired.enabled", "measure.paired.block_calls", "measure.paired.min_blocks",
+                                 "measure.paired.max_blocks", "measure.paired.max_duration_s"})
 GroupKey = tuple[tuple[str, str], ...]
 
 
@@ -103,8 +105,10 @@ def relative_figures(metrics: Mapping[str, Any], kernel: str, reference: Mapping
                      task: tuple[str, bool] = ("acc.top1", True)) -> dict[str, float | None]:
     """The figures of a cell relative to its reference's metrics (None without a reference or a figure):
     ``delta_top1_pt``, ``acc_pct_fp32`` (the ``task`` metric — name, higher is better — as a percentage of the
-    reference's, in its direction: top-1 / FP32 top-1, FP32 perplexity / perplexity), ``speedup`` (none for
-    simulated kernels: their latency is float latency) and ``size_ratio`` (see :mod:`qbench.metrics`)."""
+    reference's, in its direction: top-1 / FP32 top-1, FP32 perplexity / perplexity), ``speedup`` (the cell's
+    paired speed-up where it measured one, :mod:`qbench.measure.paired`, else ``speedup_unpaired``: the ratio of
+    the two cells' p50s; none for simulated kernels: their latency is float latency) and ``size_ratio`` (see
+    :mod:`qbench.metrics`)."""
     ref = reference or {}
 
     def pair(name: str) -> tuple[float | None, float | None]:
@@ -114,12 +118,15 @@ def relative_figures(metrics: Mapping[str, Any], kernel: str, reference: Mapping
     value, ref_value = pair(task[0])
     p50, ref_p50 = pair("latency.p50_ms")
     size, ref_size = pair("size.artifact_bytes")
+    unpaired = ref_p50 / p50 if p50 and ref_p50 and kernel != "simulated" else None
+    paired = as_number(metrics.get("speedup.paired")) if kernel != "simulated" else None
     ratio = None
     if value is not None and ref_value is not None:
         ratio = value / ref_value * 100 if task[1] and ref_value else ref_value / value * 100 if value else None
     return {
         "delta_top1_pt": (top1 - ref_top1) * 100 if top1 is not None and ref_top1 is not None else None,
         "acc_pct_fp32": ratio,
-        "speedup": ref_p50 / p50 if p50 and ref_p50 and kernel != "simulated" else None,
+        "speedup": paired if paired is not None else unpaired,
+        "speedup_unpaired": unpaired,
         "size_ratio": ref_size / size if size and ref_size else None,
     }

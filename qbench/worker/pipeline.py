@@ -10,6 +10,7 @@ import dataclasses
 import fnmatch
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from qbench import config as qconfig
 from qbench.backends import get_backend
 from qbench.backends.deployment import DeployContext, Deployment
-from qbench.config import QBenchConfig
+from qbench.config import QBenchConfig, QuantConfig
 from qbench.data import DataSplits
 from qbench.data.batching import NamedBatch, Outputs, module_outputs
 from qbench.measure import memory, size
@@ -34,7 +35,7 @@ from qbench.record import CellResult
 from qbench.tasks import Task, get_task
 from qbench.worker import fp32_outputs
 from qbench.worker.fp32_outputs import ReplayedOutputs
-from qbench.worker.speed import measure_speed
+from qbench.worker.speed import measure_paired, measure_speed
 from qbench.worker.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
 from qbench.zoo.models import load_fp32
@@ -142,6 +143,20 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     metrics["latency.gate_value"] = timed.gate_value
     tags["latency.unstable"] = str(stats.unstable).lower()
     _save_samples(workdir / "latency_samples.csv", stats)
+
+    # after the memory snapshot: the FP32 reference loaded for pairing must not count in the cell's peak
+    if cfg.measure.paired.enabled and cfg.quant.method != "none" and deployment.kernel != "simulated":
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=workdir) as scratch:  # the reference's artifacts are the FP32 cell's
+            reference = get_backend(cfg.backend.name).deploy(DeployContext(
+                dataclasses.replace(cfg, quant=QuantConfig()), fp32_model, splits, Path(scratch), None,
+                fp32.onnx_path))
+            paired_m, paired_t = measure_paired(deployment, reference, workloads, task.workloads(cfg, splits)[0],
+                                                cfg, on_cuda)
+            del reference
+        metrics.update(paired_m)
+        tags.update(paired_t)
+        metrics["time.paired_s"] = time.perf_counter() - t0  # deploying the reference + the window
 
     log.info("evaluating %s on %d samples", task.name, len(splits.evaluation))
     t0 = time.perf_counter()

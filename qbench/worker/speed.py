@@ -1,5 +1,6 @@
 """Timing a deployment on its task's workloads: the single call (full latency protocol, then the energy window
-on the same call) and rates (samples/s at a larger batch, a shorter protocol)."""
+on the same call), rates (samples/s at a larger batch, a shorter protocol) and the single call interleaved with
+the FP32 reference's (paired speed-up, :mod:`qbench.measure.paired`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from qbench.backends.deployment import Deployment
 from qbench.config import LatencyConfig, QBenchConfig
 from qbench.measure.energy import measure_window, window_metrics
 from qbench.measure.latency import TimedSamples, cuda_event_call, measure_latency, wall_clock_call
+from qbench.measure.paired import time_paired
 from qbench.tasks import LATENCY, THROUGHPUT, Workload
 
 log = logging.getLogger("qbench.cell")
@@ -79,3 +81,23 @@ def _rate(deployment: Deployment, workload: Workload, lat_cfg: LatencyConfig, on
         f"{workload.name}.batch_size": float(workload.batch_size),
         f"{workload.name}.p50_ms": p50,
     }
+
+
+def measure_paired(deployment: Deployment, reference: Deployment, workloads: list[Workload],
+                   reference_workloads: list[Workload], cfg: QBenchConfig, on_cuda: bool) -> tuple[dict[str, float],
+                                                                                                   dict[str, str]]:
+    """The single-call workload of ``deployment`` timed interleaved with the same workload on ``reference`` (the
+    FP32 model deployed on the same backend, threads and batch): metrics ``speedup.paired*`` and the tags that say
+    how they were obtained."""
+    (single,) = [w for w in workloads if w.protocol == LATENCY]
+    (ref_single,) = [w for w in reference_workloads if w.protocol == LATENCY]
+    paired, lat_cfg = cfg.measure.paired, cfg.measure.latency
+    log.info("timing the FP32 reference interleaved with the cell (paired speed-up)")
+    result = time_paired(_timed(_call(reference, ref_single), reference, on_cuda),
+                         _timed(_call(deployment, single), deployment, on_cuda),
+                         block_calls=paired.block_calls, min_blocks=paired.min_blocks, max_blocks=paired.max_blocks,
+                         max_duration_s=paired.max_duration_s, threshold=lat_cfg.stability_threshold,
+                         warmup_calls=max(2, lat_cfg.warmup_calls // 5))
+    return result.metrics(), {"speedup.paired_stop": result.stop,
+                              "speedup.paired_method": "median of per-block FP32/quantized median ratios, ABBA "
+                                                       "blocks; 95 % bootstrap CI over blocks"}

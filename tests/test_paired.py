@@ -1,0 +1,71 @@
+"""Paired speed-up: a quantized cell timed interleaved with its FP32 reference (qbench/measure/paired.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from qbench.measure.paired import time_paired
+from qbench.track.reference import relative_figures
+
+FAST = ("measure=quick", "tracking=none", "measure.latency.min_calls=10", "measure.latency.min_duration_s=0.1",
+        "measure.energy.duration_s=0")
+
+
+def _drifting_pair(speedup: float, seed: int = 0):
+    """Two fake timed calls whose true ratio is ``speedup`` on a host that drifts by up to 2x (slow sine) and
+    jitters 10 % per call: what an unpaired comparison of two windows minutes apart cannot separate."""
+    rng = np.random.default_rng(seed)
+    clock = [0]
+
+    def host() -> float:
+        clock[0] += 1
+        return (1.5 + 0.5 * math.sin(clock[0] / 500)) * rng.lognormal(0.0, 0.1)
+
+    return (lambda: 2.0 * host()), (lambda: 2.0 / speedup * host())
+
+
+def test_interleaved_blocks_recover_the_true_ratio_under_drift() -> None:
+    reference, candidate = _drifting_pair(1.6)
+    result = time_paired(reference, candidate, block_calls=20, min_blocks=8, max_blocks=40, max_duration_s=60,
+                         threshold=0.02, warmup_calls=2)
+    estimate, low, high = result.interval()
+    assert low <= 1.6 <= high and abs(estimate - 1.6) < 0.05, (estimate, low, high)
+    assert result.stop == "ci" and 8 <= len(result.reference_ms) < 40  # stopped by the CI rule
+    m = result.metrics()
+    assert m["speedup.paired"] == estimate and m["speedup.paired_blocks"] == len(result.reference_ms)
+    # the same host, timed unpaired: the reference's window early, the candidate's much later
+    reference, candidate = _drifting_pair(1.6)
+    ref_window = np.median([reference() for _ in range(400)])
+    for _ in range(1200):
+        candidate()
+    unpaired = ref_window / np.median([candidate() for _ in range(400)])
+    assert abs(unpaired - 1.6) > 0.2  # drift, not the scheme
+
+
+def test_tables_take_the_paired_speedup_and_keep_the_unpaired_one() -> None:
+    metrics = {"latency.p50_ms": 1.0, "speedup.paired": 1.7}
+    figures = relative_figures(metrics, "int8", {"latency.p50_ms": 1.5})
+    assert figures["speedup"] == 1.7 and figures["speedup_unpaired"] == 1.5
+    assert relative_figures({"latency.p50_ms": 1.0}, "int8", {"latency.p50_ms": 1.5})["speedup"] == 1.5
+    assert relative_figures(metrics, "simulated", {"latency.p50_ms": 1.5})["speedup"] is None
+
+
+def test_a_real_int8_cell_reports_a_paired_speedup_with_its_ci(run_qbench, tmp_path: Path) -> None:
+    out = run_qbench("run", "model=digits_cnn", "backend=onnxruntime", "quant=w8a8_pc", *FAST)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (path,) = tmp_path.glob("results/**/record.json")
+    record = json.loads(path.read_text())
+    m, tags = record["metrics"], record["tags"]
+    assert m["speedup.paired_ci95_low"] <= m["speedup.paired"] <= m["speedup.paired_ci95_high"]
+    assert m["speedup.paired_blocks"] >= 2 and m["time.paired_s"] >= m["time.paired_window_s"] > 0
+    assert tags["speedup.paired_stop"] in ("ci", "max_blocks", "max_duration")
+    assert not [p for p in path.parent.rglob("*") if "tmp" in p.name]  # the reference's scratch files are gone
+    # an FP32 cell and a simulated cell have no paired figure
+    out = run_qbench("run", "model=digits_cnn", "backend=torch", "quant=w8a8_pc", "results_dir=sim", *FAST)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (sim,) = tmp_path.glob("sim/**/record.json")
+    assert "speedup.paired" not in json.loads(sim.read_text())["metrics"]
