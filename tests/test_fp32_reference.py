@@ -127,12 +127,17 @@ def test_summary_compare_and_check_take_the_same_reference(run_qbench, tmp_path:
     # qbench compare: the frame it renders, and the speed-ups of its CSV
     frame = query.with_fp32_comparisons_per_suite_run(query.latest_per_cell(query.cell_runs(uri, parent.info.run_id)))
     assert dict(zip(frame["tags.qbench.cell_hash"], frame["fp32_cell_hash"], strict=True)) == expected
-    csv = run_qbench("compare", "--format", "csv", "--columns", "run_id,speedup,fp32_cell")
+    csv = run_qbench("compare", "--format", "csv", "--columns", "run_id,speedup,speedup_unpaired,fp32_cell")
     assert csv.returncode == 0, csv.stderr
-    speedups = pd.read_csv(io.StringIO(csv.stdout)).set_index("run_id")["speedup"]
-    for record, speedup in zip(records, summary["speedup"], strict=True):
-        assert speedups[record["tracking"]["run_id"]] == pytest.approx(speedup, rel=1e-12)
-        assert speedup == pytest.approx(p50[expected[record["cell_hash"]]] / p50[record["cell_hash"]], rel=1e-12)
+    compared = pd.read_csv(io.StringIO(csv.stdout)).set_index("run_id")
+    for record, speedup, unpaired in zip(records, summary["speedup"], summary["speedup_unpaired"], strict=True):
+        run_id = record["tracking"]["run_id"]
+        assert compared.loc[run_id, "speedup"] == pytest.approx(speedup, rel=1e-12)
+        assert compared.loc[run_id, "speedup_unpaired"] == pytest.approx(unpaired, rel=1e-12)
+        # the unpaired speed-up is the reference's p50 over the cell's; the int8 cells' speed-up is the paired one
+        assert unpaired == pytest.approx(p50[expected[record["cell_hash"]]] / p50[record["cell_hash"]], rel=1e-12)
+        if record["config"]["quant"]["method"] != "none":
+            assert speedup == record["metrics"]["speedup.paired"]
     # qbench check: the snapshot its gates read (keyed by name: every cell has its own)
     snapshot = bl.run_snapshot(uri, parent, with_samples=False)
     assert set(snapshot["cells"]) == {"digits_cnn/fp32/onnxruntime", "digits_cnn/w8a8-pc/onnxruntime",
