@@ -91,6 +91,16 @@ _ALL = (
     # latency and throughput
     Metric("latency.p50_ms", "p50 ms", "median batch-1 latency", "ms", LOW, fmt=".3f"),
     Metric("latency.p99_ms", "p99 ms", "99th percentile batch-1 latency", "ms", LOW, fmt=".3f"),
+    # MLPerf load scenarios through LoadGen (qbench/measure/scenarios.py; measure.scenario)
+    Metric("scenario.server.max_qps", "server QPS", "highest Poisson-arrival QPS whose p99 stays within "
+           "measure.server.p99_ms (LoadGen Server)", "1/s", HIGH, fmt=".1f"),
+    Metric("scenario.server.p99_ms", "server p99 ms", "p99 latency of the Server run at its max QPS", "ms", LOW,
+           fmt=".2f"),
+    Metric("scenario.offline.samples_per_s", "offline samples/s", "LoadGen Offline throughput", "1/s", HIGH,
+           fmt=".0f"),
+    Metric("scenario.single_stream.p90_ms", "SS p90 ms", "LoadGen SingleStream p90 latency", "ms", LOW, fmt=".3f"),
+    Metric("scenario.multi_stream.p99_ms", "MS p99 ms", "LoadGen MultiStream p99 latency of a query",
+           "ms", LOW, fmt=".2f"),
     Metric("speedup.paired", "paired", "median FP32/quantized ratio of interleaved blocks in the cell's worker "
            "(qbench/measure/paired.py)", "x", HIGH, fmt=".2f"),
     Metric("throughput.samples_per_s", "samples/s", "throughput at the throughput batch size", "1/s", HIGH,

@@ -81,7 +81,9 @@ _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"gguf_file": None, "pooling": "mean", "keep_float": []},
     # the paired window adds figures to a quantized cell and changes none of its unpaired ones
     "measure": {"paired": {"enabled": True, "block_calls": 20, "min_blocks": 8, "max_blocks": 40,
-                           "max_duration_s": 10.0}},
+                           "max_duration_s": 10.0},
+                "scenario": "none", "scenario_mode": "quick", "server": {"p99_ms": 10.0, "search_steps": 6},
+                "multi_stream_samples": 8},
 }
 
 

@@ -235,6 +235,15 @@ class PairedConfig:
 
 
 @dataclass
+class ServerScenarioConfig:
+    """The Server load scenario (``measure.scenario=server``): its p99 latency bound and the QPS search."""
+
+    p99_ms: float = 10.0
+    # LoadGen Server runs of the bisection over the target QPS
+    search_steps: int = 6
+
+
+@dataclass
 class MeasureConfig:
     """What is measured and how (``measure=`` group: default, quick)."""
 
@@ -242,6 +251,12 @@ class MeasureConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     paired: PairedConfig = field(default_factory=PairedConfig)
+    # an MLPerf load scenario run through LoadGen after the latency window (qbench/measure/scenarios.py):
+    # none | single_stream | multi_stream | server | offline; quick caps each LoadGen run (CI), full keeps its rules
+    scenario: str = "none"
+    scenario_mode: str = "quick"
+    server: ServerScenarioConfig = field(default_factory=ServerScenarioConfig)
+    multi_stream_samples: int = 8
     eval_batch_size: int = 128
     # wall-clock limit for one cell's worker process
     timeout_s: float = 1800.0

@@ -20,6 +20,8 @@ from qbench.config.names import (
     OBSERVERS,
     POOLINGS,
     REFERENCE_ARCHS,
+    SCENARIO_MODES,
+    SCENARIOS,
     SOURCES,
     STABILITY_METRICS,
     TARGET_ISAS,
@@ -147,6 +149,14 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     _check_positive("measure.threads.inter_op", obj.measure.threads.inter_op)
     _check_positive("measure.energy.duration_s", obj.measure.energy.duration_s, allow_zero=True)
     _check_positive("measure.energy.cpu_watts_per_core", obj.measure.energy.cpu_watts_per_core)
+    _check_choice("measure.scenario", obj.measure.scenario, SCENARIOS)
+    _check_choice("measure.scenario_mode", obj.measure.scenario_mode, SCENARIO_MODES)
+    _check_positive("measure.server.p99_ms", obj.measure.server.p99_ms)
+    _check_positive("measure.server.search_steps", obj.measure.server.search_steps)
+    _check_positive("measure.multi_stream_samples", obj.measure.multi_stream_samples)
+    paired = obj.measure.paired
+    for key in ("block_calls", "min_blocks", "max_blocks", "max_duration_s"):
+        _check_positive(f"measure.paired.{key}", getattr(paired, key))
     _check_choice("debug.fault", obj.debug.fault, FAULTS)
     return obj
 

@@ -69,9 +69,15 @@ def unavailable_reason(cfg: qconfig.QBenchConfig) -> str | None:
 
 
 def unsupported_reason(cfg: qconfig.QBenchConfig) -> str | None:
-    """Why the cell's backend cannot run its scheme natively (a cell to skip, with this reason), or None."""
+    """Why the cell cannot run (a cell to skip, with this reason): its backend has no native kernel for its
+    scheme, or its load scenario needs LoadGen where it is not installed; else None."""
+    from importlib.util import find_spec
+
     from qbench.backends import get_backend
 
+    if cfg.measure.scenario != "none" and find_spec("mlperf_loadgen") is None:
+        return (f"measure.scenario={cfg.measure.scenario} runs through MLCommons LoadGen, which is not installed "
+                f"(pip install 'qbench[loadgen]')")
     return get_backend(cfg.backend.name).unsupported_reason(cfg)
 
 

@@ -117,6 +117,12 @@ def _named_by_tag(tag: str) -> Callable[[pd.DataFrame], pd.Series]:
     return get
 
 
+def _accuracy_target(f: pd.DataFrame) -> pd.Series:
+    pct = _num("acc_pct_fp32")(f)
+    return pd.Series(["" if p != p else "99.9 %" if p >= 99.9 else "99 %" if p >= 99 else "below 99 %" for p in pct],
+                     index=f.index, dtype=object)
+
+
 def _paired_ci(f: pd.DataFrame) -> pd.Series:
     return pd.Series([paired_ci({"speedup.paired_ci95_low": row.get("metrics.speedup.paired_ci95_low"),
                                  "speedup.paired_ci95_high": row.get("metrics.speedup.paired_ci95_high")})
@@ -169,6 +175,8 @@ COLUMNS: tuple[Column, ...] = (
     _figure("top1", "acc.top1"),
     _figure("delta_fp32_pt", "delta_top1_pt"),
     _figure("acc_pct_fp32", "acc_pct_fp32"),
+    Column("accuracy_target", "MLPerf target", "the strictest MLPerf accuracy target the cell meets: 99.9 % or 99 % "
+           "of its FP32 cell's task metric (acc_pct_fp32), else 'below 99 %'", _accuracy_target),
     _figure("agree_fp32", "acc.agreement_fp32"),
     _figure("gap_pt", "acc.gap_top1"),
     _figure("agree_sim", "acc.agreement_simulated"),
@@ -183,6 +191,11 @@ COLUMNS: tuple[Column, ...] = (
            "the speed-up is unpaired (two cells' p50s)", _paired_ci),
     _figure("speedup_unpaired", "speedup_unpaired"),
     _figure("throughput", "throughput.samples_per_s"),
+    _figure("server_qps", "scenario.server.max_qps"),
+    _figure("server_p99_ms", "scenario.server.p99_ms"),
+    _figure("offline_sps", "scenario.offline.samples_per_s"),
+    _figure("single_stream_p90_ms", "scenario.single_stream.p90_ms"),
+    _figure("multi_stream_p99_ms", "scenario.multi_stream.p99_ms"),
     _figure("size_kib", "size.artifact_bytes"),
     _figure("packed_kib", "size.packed_model_bytes"),
     _figure("compression", "size.compression_ratio"),
@@ -207,11 +220,14 @@ COLUMNS: tuple[Column, ...] = (
 BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 # what fits a terminal; files get every column (model, backend and scheme are in the cell name)
 TERMINAL_COLUMNS = ("cell", "status", "kernel", "task_result", "top1", "delta_fp32_pt", "acc_pct_fp32", "agree_fp32",
-                    "gap_pt", "flags", "p50_ms", "p99_ms", "speedup", "speedup_ci", "throughput", "size_kib",
+                    "gap_pt", "flags", "p50_ms", "p99_ms", "speedup", "speedup_ci", "throughput", "server_qps",
+                    "server_p99_ms", "offline_sps", "single_stream_p90_ms", "multi_stream_p99_ms", "size_kib",
                     "compression", "rss_mb", "energy_mj", "energy_source", "gbops")
 REPORT_COLUMNS = ("cell", "status", "kernel", "w_bits", "a_bits", *TERMINAL_COLUMNS[3:])
 # shown only when a table has cells of another task than image classification (whose metric is top-1's column)
 TASK_COLUMNS = ("task_result",)
+# shown only when some cell of the table ran that load scenario (measure.scenario)
+SCENARIO_COLUMNS = ("server_qps", "server_p99_ms", "offline_sps", "single_stream_p90_ms", "multi_stream_p99_ms")
 ALL_COLUMNS = tuple(c.key for c in COLUMNS)
 
 
@@ -235,11 +251,12 @@ def select_columns(spec: str | None, default: Sequence[str]) -> list[str]:
 
 def fitting(keys: Sequence[str], table: pd.DataFrame) -> list[str]:
     """``keys`` without the task columns when every cell of ``table`` is an image classifier (top-1 has its own
-    columns; such tables look as they did before tasks existed)."""
+    columns; such tables look as they did before tasks existed), and without the load-scenario columns no cell
+    has a figure for."""
     tasks = set(table["task"]) if "task" in table.columns else set()
-    if tasks <= {"", "image_classification"}:
-        return [k for k in keys if k not in TASK_COLUMNS]
-    return list(keys)
+    hidden = set(TASK_COLUMNS) if tasks <= {"", "image_classification"} else set()
+    hidden |= {k for k in SCENARIO_COLUMNS if k not in table.columns or table[k].isna().all()}
+    return [k for k in keys if k not in hidden]
 
 
 def format_value(column: Column, value: Any) -> str:

@@ -35,7 +35,7 @@ from qbench.record import CellResult
 from qbench.tasks import Task, get_task
 from qbench.worker import fp32_outputs
 from qbench.worker.fp32_outputs import ReplayedOutputs
-from qbench.worker.speed import measure_paired, measure_speed
+from qbench.worker.speed import measure_load_scenario, measure_paired, measure_speed
 from qbench.worker.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
 from qbench.zoo.models import load_fp32
@@ -157,6 +157,14 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
         metrics.update(paired_m)
         tags.update(paired_t)
         metrics["time.paired_s"] = time.perf_counter() - t0  # deploying the reference + the window
+
+    if cfg.measure.scenario != "none":
+        t0 = time.perf_counter()
+        scenario_m, scenario_t = measure_load_scenario(deployment, workloads, splits, cfg, workdir / "loadgen",
+                                                       stats.p50_ms)
+        metrics.update(scenario_m)
+        tags.update(scenario_t)
+        metrics["time.scenario_s"] = time.perf_counter() - t0
 
     log.info("evaluating %s on %d samples", task.name, len(splits.evaluation))
     t0 = time.perf_counter()

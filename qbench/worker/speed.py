@@ -7,15 +7,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from qbench.backends.deployment import Deployment
 from qbench.config import LatencyConfig, QBenchConfig
+from qbench.data import DataSplits
+from qbench.data.batching import as_batch, chunked
 from qbench.measure.energy import measure_window, window_metrics
 from qbench.measure.latency import TimedSamples, cuda_event_call, measure_latency, wall_clock_call
 from qbench.measure.paired import time_paired
+from qbench.measure.scenarios import measure_scenario
 from qbench.tasks import LATENCY, THROUGHPUT, Workload
 
 log = logging.getLogger("qbench.cell")
@@ -101,3 +106,26 @@ def measure_paired(deployment: Deployment, reference: Deployment, workloads: lis
     return result.metrics(), {"speedup.paired_stop": result.stop,
                               "speedup.paired_method": "median of per-block FP32/quantized median ratios, ABBA "
                                                        "blocks; 95 % bootstrap CI over blocks"}
+
+
+def measure_load_scenario(deployment: Deployment, workloads: list[Workload], splits: DataSplits, cfg: QBenchConfig,
+                          outdir: Path, p50_ms: float) -> tuple[dict[str, float], dict[str, str]]:
+    """``measure.scenario`` through LoadGen on the evaluation split's samples (each query runs the deployment on
+    its samples, inputs converted inside the query as a server would)."""
+    (single,) = [w for w in workloads if w.protocol == LATENCY]
+    m = cfg.measure
+    if single.call is not None:  # e.g. an LLM's decode step: a query is not one sample of the evaluation split
+        return {}, {"scenario": m.scenario, "scenario.skipped": f"the task's latency workload ({single.name}) is "
+                                                                 f"not a per-sample call: no LoadGen scenario"}
+    inputs = splits.evaluation.tensors[:-1]
+
+    def infer(indices: Sequence[int]) -> None:
+        rows = torch.as_tensor(list(indices))
+        batch = splits.named(as_batch([t[rows] for t in inputs]))
+        chunked(lambda b: deployment.run(deployment.prepare(b)), batch, splits.fixed_batch)
+
+    log.info("load scenario %s through LoadGen (%s)", m.scenario, m.scenario_mode)
+    return measure_scenario(infer, len(splits.evaluation), m.scenario, outdir, quick=m.scenario_mode == "quick",
+                            p50_ms=p50_ms, p99_bound_ms=m.server.p99_ms, search_steps=m.server.search_steps,
+                            multi_stream_samples=m.multi_stream_samples,
+                            offline_batch=max(1, m.latency.throughput_batch_size))
