@@ -55,9 +55,9 @@ def test_ci_narrows_with_more_samples_and_robust_cv_ignores_outliers() -> None:
 
 def test_time_calls_meets_count_and_duration() -> None:
     calls = []
-    samples = time_calls(wall_clock_call(lambda: calls.append(1)), warmup_calls=3, warmup_s=0.0, min_calls=50,
-                         min_duration_s=0.05, max_duration_s=5.0)
-    assert len(samples) >= 50 and len(calls) >= 53
+    samples, stop = time_calls(wall_clock_call(lambda: calls.append(1)), warmup_calls=3, warmup_s=0.0,
+                               min_calls=50, min_duration_s=0.05, max_duration_s=5.0)
+    assert len(samples) >= 50 and len(calls) >= 53 and stop == "min_reached"
     assert samples.sum() <= 5000
 
 
@@ -103,8 +103,33 @@ def test_stability_gate_retries_then_tags_unstable() -> None:
 
     values = iter([1.0, 3.0] * 10_000)
     cfg = LatencyConfig(warmup_calls=0, warmup_s=0.0, min_calls=20, min_duration_s=0.0, max_duration_s=5.0,
-                        stability_threshold=0.02, retries=1)
+                        stability_threshold=0.02, retries=1, window="fixed")
     timed = measure_latency(lambda: next(values), cfg)
     assert timed.attempts == 2 and timed.unstable
     steady = measure_latency(lambda: 1.0, cfg)
     assert steady.attempts == 1 and not steady.unstable and steady.gate_value == 0.0
+
+
+def test_adaptive_window_goes_on_until_stable_and_records_what_stopped_it() -> None:
+    """Noisy first calls, then steady ones: the adaptive window passes its minimum and stops once the median's CI
+    meets the threshold; a window that never settles ends at max_duration, unstable, without a retry. The energy
+    meter reads the counters over exactly the measured calls."""
+    import itertools
+
+    from qbench.config import LatencyConfig
+    from qbench.measure.energy import EnergyMeter
+    from qbench.measure.latency import measure_latency
+
+    settling = itertools.chain([1.0, 3.0] * 50, itertools.repeat(1.0))
+    cfg = LatencyConfig(warmup_calls=0, warmup_s=0.0, min_calls=20, min_duration_s=0.0, max_duration_s=5.0,
+                        stability_threshold=0.02, window="adaptive")
+    meter = EnergyMeter(use_gpu=False)
+    timed = measure_latency(lambda: next(settling), cfg, on_window=meter)
+    assert timed.stop == "stable" and not timed.unstable and timed.attempts == 1
+    assert 100 < len(timed.samples_ms) < 1000  # past the noisy calls, not to max_duration
+    assert meter.window(len(timed.samples_ms)).calls == len(timed.samples_ms) and meter.seconds < 1.0
+    bimodal = itertools.cycle([1.0, 3.0])
+    short = LatencyConfig(warmup_calls=0, warmup_s=0.0, min_calls=20, min_duration_s=0.0, max_duration_s=0.3,
+                          stability_threshold=0.02, window="adaptive", retries=3)
+    timed = measure_latency(lambda: next(bimodal), short)
+    assert timed.stop == "max_duration" and timed.unstable and timed.attempts == 1

@@ -38,6 +38,7 @@ TARGET_ISAS = ("none", "host", "avx2", "avx512", "vnni", "amx")
 QUANTIZED_ENGINES = ("x86", "fbgemm", "onednn")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 STABILITY_METRICS = ("median_ci", "robust_cv", "cv")
+LATENCY_WINDOWS = ("adaptive", "fixed")
 # MLPerf load scenarios (qbench/measure/scenarios.py) and how long each LoadGen run is
 SCENARIOS = ("none", "single_stream", "multi_stream", "server", "offline")
 SCENARIO_MODES = ("quick", "full")

@@ -196,6 +196,9 @@ class LatencyConfig:
     stability_metric: str = "median_ci"
     stability_threshold: float = 0.02
     retries: int = 1
+    # adaptive: past min_calls / min_duration_s the window goes on until the gate is met (or max_duration_s);
+    # fixed: it stops there and is retried up to `retries` times
+    window: str = "adaptive"
 
 
 @dataclass

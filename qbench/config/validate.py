@@ -16,6 +16,7 @@ from qbench.config.names import (
     DATASETS,
     FAULTS,
     GRANULARITIES,
+    LATENCY_WINDOWS,
     METHODS,
     OBSERVERS,
     POOLINGS,
@@ -143,6 +144,7 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     _check_positive("measure.latency.warmup_calls", lat.warmup_calls, allow_zero=True)
     _check_positive("measure.timeout_s", obj.measure.timeout_s)
     _check_choice("measure.latency.stability_metric", lat.stability_metric, STABILITY_METRICS)
+    _check_choice("measure.latency.window", lat.window, LATENCY_WINDOWS)
     _check_positive("measure.latency.stability_threshold", lat.stability_threshold)
     if obj.measure.threads.intra_op is not None:
         _check_positive("measure.threads.intra_op", obj.measure.threads.intra_op)

@@ -91,6 +91,44 @@ class EnergyWindow:
     nvml_j: float | None
 
 
+class EnergyMeter:
+    """Every available energy counter read around calls made by someone else (the latency window's), so the
+    energy figure needs no window of its own: ``meter("start")``, the calls, ``meter("stop")``; the last pair
+    counts. ``window(calls)`` is then what :func:`measure_window` would have measured over those calls."""
+
+    def __init__(self, use_gpu: bool) -> None:
+        self.rapl = RaplReader()
+        self.nvml = NvmlReader() if use_gpu else None
+        self.process = psutil.Process()
+        self._start: tuple[float, float, float | None, float | None] | None = None
+        self._span: tuple[float, float, float | None, float | None] | None = None
+
+    def _read(self) -> tuple[float, float, float | None, float | None]:
+        return (time.perf_counter(), sum(self.process.cpu_times()[:2]),
+                self.rapl.read_uj() if self.rapl.available else None,
+                self.nvml.read_mj() if self.nvml is not None and self.nvml.available else None)
+
+    def __call__(self, event: str) -> None:
+        if event == "start":
+            self._start = self._read()
+        elif self._start is not None:
+            end = self._read()
+            t0, cpu0, rapl0, nvml0 = self._start
+            self._span = (end[0] - t0, end[1] - cpu0,
+                          self.rapl.joules_between(rapl0, end[2]) if rapl0 is not None and end[2] is not None
+                          else None,
+                          (end[3] - nvml0) / 1e3 if nvml0 is not None and end[3] is not None else None)
+
+    @property
+    def seconds(self) -> float:
+        return self._span[0] if self._span else 0.0
+
+    def window(self, calls: int) -> EnergyWindow:
+        assert self._span is not None, "the meter saw no window"
+        seconds, cpu, rapl_j, nvml_j = self._span
+        return EnergyWindow(calls, seconds, cpu, rapl_j, nvml_j)
+
+
 def measure_window(fn: Callable[[], object], duration_s: float, use_gpu: bool,
                    sync: Callable[[], None] | None = None) -> EnergyWindow:
     """Call ``fn`` repeatedly for ``duration_s`` while reading every available energy counter."""

@@ -1,4 +1,5 @@
-"""Latency: warm-up, then per-call ``perf_counter_ns`` samples until a minimum count *and* duration.
+"""Latency: warm-up, then per-call ``perf_counter_ns`` samples until a minimum count *and* duration; the adaptive
+window (default) goes on from there until the stability gate is met, instead of retrying a fixed window.
 
 Statistics follow pyperf/MLPerf practice: percentiles, mean/std/CV, and a bootstrap confidence interval
 of the median (the figure qbench compares). A stability gate re-measures once when the figure is not
@@ -117,6 +118,7 @@ class TimedSamples:
     attempts: int
     unstable: bool
     gate_value: float
+    stop: str = "min_reached"  # what ended the last window: min_reached | stable | max_duration
 
     def summary(self) -> LatencyStats:
         return summarize(self.samples_ms, self.attempts, self.unstable)
@@ -160,9 +162,14 @@ def time_calls(
     min_calls: int,
     min_duration_s: float,
     max_duration_s: float,
-) -> np.ndarray:
-    """Per-call latencies in ms. Warm-up until ``warmup_calls`` and ``warmup_s`` are both reached; then
-    sample until ``min_calls`` and ``min_duration_s`` are both reached, or ``max_duration_s`` runs out."""
+    stop_when_stable: Callable[[np.ndarray], bool] | None = None,
+    on_window: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, str]:
+    """Per-call latencies in ms and what stopped the window. Warm-up until ``warmup_calls`` and ``warmup_s`` are
+    both reached; then sample until ``min_calls`` and ``min_duration_s`` are both reached (``"min_reached"``), or
+    ``max_duration_s`` runs out (``"max_duration"``). With ``stop_when_stable`` (the adaptive window) sampling
+    goes on past the minimum until it says the samples are stable (``"stable"``), checked every tenth more calls.
+    ``on_window("start" | "stop")`` is called around the measured calls (energy counters read the same calls)."""
     clock = time.perf_counter
     start = clock()
     calls = 0
@@ -172,26 +179,55 @@ def time_calls(
         if (clock() - start) > max_duration_s:
             break
     samples: list[float] = []
+    if on_window:
+        on_window("start")
     start = clock()
-    while len(samples) < min_calls or (clock() - start) < min_duration_s:
+    stop = "min_reached"
+    next_check = 0
+    while True:
         samples.append(timed_call())
-        if (clock() - start) > max_duration_s and len(samples) >= 2:
+        n = len(samples)
+        if (clock() - start) > max_duration_s and n >= 2:
+            stop = "max_duration"
             break
-    return np.asarray(samples, dtype=np.float64)
+        if n < min_calls or (clock() - start) < min_duration_s:
+            continue
+        if stop_when_stable is None:
+            break
+        if n >= next_check:
+            if stop_when_stable(np.asarray(samples)):
+                stop = "stable"
+                break
+            next_check = n + max(10, n // 10)
+    if on_window:
+        on_window("stop")
+    return np.asarray(samples, dtype=np.float64), stop
 
 
-def measure_latency(timed_call: Callable[[], float], cfg: Any) -> TimedSamples:
-    """Time ``timed_call`` with the protocol in ``cfg`` (measure.latency), applying the stability gate."""
+def measure_latency(timed_call: Callable[[], float], cfg: Any,
+                    on_window: Callable[[str], None] | None = None) -> TimedSamples:
+    """Time ``timed_call`` with the protocol in ``cfg`` (measure.latency), applying the stability gate.
+
+    ``cfg.window``: ``adaptive`` extends the window past its minimum until the gate's figure meets the
+    threshold (or ``max_duration_s``): no retry needed; ``fixed`` stops at the minimum and retries the whole
+    window up to ``retries`` times when the figure misses the threshold. Either way a window that ends above
+    the threshold is tagged unstable."""
     metric = cfg.stability_metric
+    adaptive = getattr(cfg, "window", "fixed") == "adaptive"
+
+    def stable(samples: np.ndarray) -> bool:
+        return spread(samples, metric) <= cfg.stability_threshold
+
     attempts = 0
     while True:
         attempts += 1
-        samples = time_calls(
+        samples, stop = time_calls(
             timed_call, warmup_calls=cfg.warmup_calls, warmup_s=cfg.warmup_s, min_calls=cfg.min_calls,
             min_duration_s=cfg.min_duration_s, max_duration_s=cfg.max_duration_s,
+            stop_when_stable=stable if adaptive else None, on_window=on_window,
         )
         value = spread(samples, metric)
         if value <= cfg.stability_threshold:
-            return TimedSamples(samples, attempts, False, value)
-        if attempts > cfg.retries:
-            return TimedSamples(samples, attempts, True, value)
+            return TimedSamples(samples, attempts, False, value, stop)
+        if adaptive or attempts > cfg.retries:
+            return TimedSamples(samples, attempts, True, value, stop)
