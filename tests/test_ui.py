@@ -246,3 +246,51 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_open_opens_the_printed_url_once_the_server_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+    import webbrowser
+
+    from qbench.report import ui
+
+    opened: list[str] = []
+    asked: list[str] = []
+
+    def urlopen(url: str, timeout: float) -> contextlib.AbstractContextManager:
+        asked.append(url)
+        if len(asked) < 3:
+            raise OSError("connection refused")  # still starting
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(ui.time, "sleep", lambda s: None)
+    ui._open_when_up("http://127.0.0.1:1/#/experiments/1/runs?x=y", "http://127.0.0.1:1")
+    assert opened == ["http://127.0.0.1:1/#/experiments/1/runs?x=y"] and asked == ["http://127.0.0.1:1/health"] * 3
+
+
+def test_suite_runs_logged_before_views_existed_get_one(tmp_path: Path) -> None:
+    """``qbench ui`` on an older store: the latest suite run gets its shared view; without the suite-run tag on
+    its cells the view filters on the parent id (cells only), with it the parent is tagged too."""
+    import mlflow
+
+    from qbench.track.ui_view import VIEW_TAG_PREFIX, latest_suite_view
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("qbench")
+    old = client.create_run(experiment, run_name="suite:smoke", tags={"qbench.role": "suite"}).info.run_id
+    client.create_run(experiment, run_name="digits_cnn/fp32/torch", tags={"mlflow.parentRunId": old})
+    parent, key = latest_suite_view(client, experiment)
+    assert parent.info.run_id == old and key == f"qbench-suite-{old}"
+    state = json.loads(client.get_experiment(experiment).tags[VIEW_TAG_PREFIX + key])
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{old}'"
+
+    time.sleep(0.01)  # a later suite run whose cells carry the tag (logged by this qbench), its parent not yet
+    new = client.create_run(experiment, run_name="suite:smoke", tags={"qbench.role": "suite"}).info.run_id
+    client.create_run(experiment, run_name="digits_cnn/fp32/torch",
+                      tags={"mlflow.parentRunId": new, "qbench.suite_run": new})
+    parent, key = latest_suite_view(client, experiment)
+    assert parent.info.run_id == new and client.get_run(new).data.tags["qbench.suite_run"] == new
+    state = json.loads(client.get_experiment(experiment).tags[VIEW_TAG_PREFIX + key])
+    assert state["searchFilter"] == f"tags.`qbench.suite_run` = '{new}'"

@@ -43,9 +43,14 @@ def client_for(uri: str) -> Any:
 
 
 def mark_model_training(client: Any, experiment: Any) -> None:
-    """Tag an experiment qbench created before it set :data:`EXPERIMENT_KIND_TAG` (a kind already set stays)."""
-    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+    """Tag an experiment qbench created before it set :data:`EXPERIMENT_KIND_TAG` (a kind already set stays).
+    Cosmetic: a server that refuses (permissions) never stops a record from being logged."""
+    if EXPERIMENT_KIND_TAG in (experiment.tags or {}):
+        return
+    try:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except Exception:
+        return
 
 
 def experiment_id(client: Any, name: str, results_dir: Path) -> str:
