@@ -202,7 +202,7 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
     process = subprocess.Popen([sys.executable, "-m", "qbench", "ui", "--port", str(port)], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        printed = [process.stdout.readline() for _ in range(3)]
+        printed = [process.stdout.readline() for _ in range(4)]
         runs_line = next(line for line in printed if line.startswith("latest suite run (suite:smoke, 3 cells): "))
         url = runs_line.split(": ", 1)[1].strip()
         deadline = time.monotonic() + 120
@@ -235,8 +235,9 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
                                   tmp_path / "profile"))
         assert run.data.tags["mlflow.note.content"] in cell_page
         # the parent's page: the summary table, one row per cell, and the link to the report
-        dom = _render(f"{base}#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}",
-                      tmp_path / "profile")
+        summary_line = next(line for line in printed if line.startswith("its summary (the parent run): "))
+        assert f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?" in summary_line
+        dom = _render(summary_line.split(": ", 1)[1].strip(), tmp_path / "profile")
         table = dom.split("<table", 1)[1].split("</table>", 1)[0]
         assert all(f">{name}</td>" in table for name in cells)
         assert f"runs/{parent.info.run_id}/artifacts/report/report.html" in dom

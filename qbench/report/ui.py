@@ -79,7 +79,7 @@ def start_pages(uri: str, base: str, experiment: str) -> list[tuple[str, str]]:
     """What to open first, as (label, URL): the latest suite run's runs table and its charts, else the
     experiment's runs page, else the UI's home. Stores the suite's shared view when it lacks one."""
     from qbench.track.mlflow_tracker import client_for, mark_model_training
-    from qbench.track.ui_view import latest_suite_view, runs_url
+    from qbench.track.ui_view import latest_suite_view, run_url, runs_url
 
     client = client_for(uri)
     found = client.get_experiment_by_name(experiment)
@@ -92,7 +92,8 @@ def start_pages(uri: str, base: str, experiment: str) -> list[tuple[str, str]]:
     parent, key = latest
     what = f"{parent.info.run_name}, {parent.data.tags.get('qbench.cells', '?')} cells"
     return [(f"latest suite run ({what})", runs_url(base, found.experiment_id, key)),
-            ("its charts (accuracy vs latency)", runs_url(base, found.experiment_id, key, charts=True))]
+            ("its charts (accuracy vs latency)", runs_url(base, found.experiment_id, key, charts=True)),
+            ("its summary (the parent run)", run_url(base, found.experiment_id, parent.info.run_id))]
 
 
 def _open_when_up(url: str, base: str, timeout_s: float = 120.0) -> None:
