@@ -2,8 +2,9 @@
 better, how tables show it and what it means.
 
 Names are the record's and MLflow's metric names (``acc.top1``), a contract: they never change. Figures
-*derived* against the FP32 reference (``speedup``) are not stored in records or MLflow; they are computed by
-:func:`qbench.track.reference.relative_figures` wherever they are shown. The suite summary, ``qbench
+*derived* against the FP32 reference (``speedup``) are not stored in records; they are computed by
+:func:`qbench.track.reference.relative_figures` wherever they are shown (a suite also logs two of them to its
+cell runs as ``vs_fp32.*``, for MLflow's UI only: qbench never reads those back). The suite summary, ``qbench
 compare`` and the HTML report take labels, scales and formats from here; ``qbench check`` takes the
 direction (which change is a regression) and the unit.
 """

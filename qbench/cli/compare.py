@@ -179,9 +179,13 @@ def cmd_compare(args: list[str]) -> int:
 # ------------------------------------------------------------------------------------------------- ui
 def ui_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="qbench ui", description="Serve the MLflow UI for the local store on 127.0.0.1 "
-                     "until Ctrl-C.")
+                     "until Ctrl-C; print (--open: open) the latest suite run's runs table.")
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--tracking-uri", default=DEFAULT_URI, help="local store (default: %(default)s)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help="experiment whose latest suite run is shown (default: %(default)s)")
+    parser.add_argument("--open", action="store_true", dest="open_browser",
+                        help="open the latest suite run's runs table in the web browser")
     return parser
 
 
@@ -193,6 +197,6 @@ def cmd_ui(args: list[str]) -> int:
         ns = ui_parser().parse_args(args)
         if not 0 < ns.port < 65536:
             raise ReportError(f"--port {ns.port}: must be in 1..65535")
-        return ui.serve(ns.tracking_uri, ns.port)
+        return ui.serve(ns.tracking_uri, ns.port, ns.experiment, ns.open_browser)
     except _BAD_INPUT as exc:
         return fail("ui", str(exc))

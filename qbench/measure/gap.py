@@ -14,7 +14,7 @@ judge through :func:`deployment_gap`. Importable without torch (reports and chec
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from qbench.config import CheckConfig
@@ -111,6 +111,12 @@ def likely_cause(metrics: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
         ops = _text(tags.get("opmix.ops"))
         causes.append(f"op mix: only {share:.0%} of {basis} run in integer kernels" + (f" ({ops})" if ops else ""))
     return "; ".join(causes) or "unknown: compare per-layer outputs of the deployed and the simulated model"
+
+
+def check_settings_of(record: Mapping[str, Any]) -> CheckConfig:
+    """The check thresholds a cell ran with (``suite.check`` of its record's resolved config; defaults if absent)."""
+    check = ((record.get("config") or {}).get("suite") or {}).get("check") or {}
+    return CheckConfig(**{f.name: check[f.name] for f in fields(CheckConfig) if f.name in check})
 
 
 def deployment_gap(metrics: Mapping[str, Any], tags: Mapping[str, Any],

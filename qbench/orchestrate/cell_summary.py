@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from qbench.config import CheckConfig
-from qbench.measure.gap import deployment_gap
+from qbench.measure.gap import check_settings_of, deployment_gap
 
 # wide enough for the summary when output is not a terminal (logs, CI)
 console = Console(width=None if Console().is_terminal else 110)
@@ -17,12 +15,6 @@ console = Console(width=None if Console().is_terminal else 110)
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
     return "—" if value is None else format(value * scale, spec)
-
-
-def check_settings_of(record: dict[str, Any]) -> CheckConfig:
-    """The check thresholds the cell ran with (``suite.check`` of its resolved config; defaults if absent)."""
-    check = ((record.get("config") or {}).get("suite") or {}).get("check") or {}
-    return CheckConfig(**{f.name: check[f.name] for f in fields(CheckConfig) if f.name in check})
 
 
 def print_cell(record: dict[str, Any]) -> None:

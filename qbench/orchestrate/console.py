@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from qbench.config import CheckConfig
+from qbench.config import CheckConfig, one_line
 from qbench.measure.gap import deployment_gap
 from qbench.metrics import metric, paired_ci, task_result
 from qbench.record import RECORD_NAME, read_record
@@ -201,5 +201,21 @@ def finish_suite(name: str, planned: list[PlannedCell], run_dir: Path, state: di
     report = write_suite_report(name, cells, run_dir, results_dir, parent, tracking, settings)
     if report is not None:
         console.print(f"report: {report}")
+    if parent and tracking is not None and tracking.enabled:
+        _publish(name, parent, cells, frame, tracking.uri, report is not None)
     console.print(f"suite run: {run_dir}" + (f"   MLflow parent run: {parent}" if parent else ""))
     return 1 if (frame["status"] == "failed").any() else 0
+
+
+def _publish(name: str, parent: str, cells: list[dict[str, Any]], frame: pd.DataFrame, uri: str,
+             with_report: bool) -> None:
+    """Descriptions, relative figures and the shared view of the suite run in MLflow (qbench.track.ui_view);
+    a failure only warns: the records and summary files are complete without them."""
+    from qbench.report.build import REPORT_ARTIFACT_PATH
+    from qbench.track.ui_view import publish_suite
+
+    try:
+        publish_suite(uri, name, parent, cells, frame.to_dict("records"),
+                      f"{REPORT_ARTIFACT_PATH}/report.html" if with_report else None)
+    except Exception as exc:
+        log.warning("could not describe the suite run in MLflow: %s", one_line(exc)[:200])

@@ -1,4 +1,5 @@
-"""``qbench ui``: the MLflow UI on the local store, bound to 127.0.0.1, in the foreground until Ctrl-C."""
+"""``qbench ui``: the MLflow UI on the local store, bound to 127.0.0.1, in the foreground until Ctrl-C; it prints
+(and with ``--open`` opens) the latest suite run's runs table as :mod:`qbench.track.ui_view` lays it out."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from types import FrameType
 
@@ -72,16 +75,61 @@ def _stop(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
     process.wait()
 
 
-def serve(uri: str, port: int) -> int:
-    """Run the MLflow UI on ``HOST:port`` for the local store ``uri`` until Ctrl-C (or SIGTERM)."""
+def start_pages(uri: str, base: str, experiment: str) -> list[tuple[str, str]]:
+    """What to open first, as (label, URL): the latest suite run's runs table and its charts, else the
+    experiment's runs page, else the UI's home. Stores the suite's shared view when it lacks one."""
+    from qbench.track.mlflow_tracker import client_for, mark_model_training
+    from qbench.track.ui_view import latest_suite_view, run_url, runs_url
+
+    client = client_for(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return [(f"no experiment {experiment!r} in this store yet; the UI", base + "/")]
+    mark_model_training(client, found)
+    latest = latest_suite_view(client, found.experiment_id)
+    if latest is None:
+        return [(f"runs of experiment {experiment!r} (no suite run yet)", runs_url(base, found.experiment_id))]
+    parent, key = latest
+    what = f"{parent.info.run_name}, {parent.data.tags.get('qbench.cells', '?')} cells"
+    return [(f"latest suite run ({what})", runs_url(base, found.experiment_id, key)),
+            ("its charts (accuracy vs latency)", runs_url(base, found.experiment_id, key, charts=True)),
+            ("its summary (the parent run)", run_url(base, found.experiment_id, parent.info.run_id))]
+
+
+def _open_when_up(url: str, base: str, timeout_s: float = 120.0) -> None:
+    """Open ``url`` in the browser once the server at ``base`` answers (it takes a few seconds to start)."""
+    import webbrowser
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2):
+                webbrowser.open(url)
+                return
+        except OSError:
+            time.sleep(0.5)
+
+
+def serve(uri: str, port: int, experiment: str = "qbench", open_browser: bool = False) -> int:
+    """Run the MLflow UI on ``HOST:port`` for the local store ``uri`` until Ctrl-C (or SIGTERM); print the
+    latest suite run's runs-table URL and, with ``open_browser``, open it."""
     uri, path = local_store(uri)
     if not port_is_free(port):
         raise ReportError(f"--port {port}: {HOST}:{port} is already in use (choose another with --port)")
     # the job runner (GenAI evaluation jobs) is of no use to qbench and costs a handful of processes
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    print(f"MLflow UI: http://{HOST}:{port}   store: {path}   (Ctrl-C to stop)", flush=True)
+    base = f"http://{HOST}:{port}"
+    print(f"MLflow UI: {base}   store: {path}   (Ctrl-C to stop)", flush=True)
+    try:
+        pages = start_pages(uri, base, experiment)
+    except Exception as exc:  # a store qbench cannot read as expected still gets its UI
+        pages = [(f"(could not find the latest suite run: {str(exc).strip()[:200]}) the UI", base + "/")]
+    for label, url in pages:
+        print(f"{label}: {url}", flush=True)
     # own session: the server's workers are stopped as one group, and a terminal's Ctrl-C reaches qbench only
     process = subprocess.Popen(ui_command(uri, port, path.parent / "mlartifacts"), env=env, start_new_session=True)
+    if open_browser:
+        threading.Thread(target=_open_when_up, args=(pages[0][1], base), daemon=True).start()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -7,10 +7,12 @@ different processes (spawned workers, joblib, SLURM) attach to the right parent.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from qbench.config import flatten
+from qbench.track.notes import NOTE_TAG, cell_note
 from qbench.track.uri import is_local, resolve_uri
 
 # Fail fast when a tracking server is down: the record is kept locally and synced later.
@@ -18,8 +20,15 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 PARENT_TAG = "mlflow.parentRunId"
+SUITE_RUN_TAG = "qbench.suite_run"  # the suite's parent run id, on the parent and its cells: one filter finds both
+# MLflow 3 opens an experiment in its GenAI or its model-training view by this tag (mlflow's own UI sets it to
+# these values: server/js experimentKind); qbench's experiments are model-training ones
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 _PARAM_MAX = 6000
 _TAG_MAX = 5000
+# a failed cell whose worker was stopped from outside (qbench/orchestrate/runner.py words these errors)
+_KILLED = re.compile(r"^timeout:|killed by signal SIG(KILL|TERM|INT)\b")
 
 
 def client_for(uri: str) -> Any:
@@ -33,16 +42,30 @@ def client_for(uri: str) -> Any:
     return MlflowClient(tracking_uri=resolve_uri(uri))
 
 
+def mark_model_training(client: Any, experiment: Any) -> None:
+    """Tag an experiment qbench created before it set :data:`EXPERIMENT_KIND_TAG` (a kind already set stays).
+    Cosmetic: a server that refuses (permissions) never stops a record from being logged."""
+    if EXPERIMENT_KIND_TAG in (experiment.tags or {}):
+        return
+    try:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except Exception:
+        return
+
+
 def experiment_id(client: Any, name: str, results_dir: Path) -> str:
-    """Id of experiment ``name``, created with artifacts under ``results_dir/mlartifacts`` for local stores."""
+    """Id of experiment ``name``, created with artifacts under ``results_dir/mlartifacts`` for local stores and
+    tagged as a model-training experiment."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
+        mark_model_training(client, existing)
         return existing.experiment_id
     location = None
     if is_local(client.tracking_uri):
         location = (results_dir / "mlartifacts").resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # created concurrently by another worker
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -66,6 +89,7 @@ def run_tags(record: dict[str, Any]) -> dict[str, str]:
     suite = record.get("suite") or {}
     if suite.get("name"):
         tags["qbench.suite"] = suite["name"]
+    tags[NOTE_TAG] = cell_note(record)
     return tags
 
 
@@ -89,14 +113,16 @@ def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_
     client = client_for(tracking.uri)
     exp_id = experiment_id(client, tracking.experiment, results_dir)
     existing = find_run(client, exp_id, record.get("record_id", ""))
+    started_ms, ended_ms = record_times_ms(record)
     if existing is not None:
         run_id = existing.info.run_id
     else:
         tags = run_tags(record)
         if parent_run_id:
-            tags[PARENT_TAG] = parent_run_id
-        run_id = client.create_run(exp_id, run_name=record["cell"], tags=tags).info.run_id
-    timestamp = _record_time_ms(record)
+            tags.update({PARENT_TAG: parent_run_id, SUITE_RUN_TAG: parent_run_id})
+        # the cell's own start (and below its end): MLflow's Duration column is the cell's, not the upload's
+        run_id = client.create_run(exp_id, start_time=started_ms, run_name=record["cell"], tags=tags).info.run_id
+    timestamp = ended_ms
     metrics = [Metric(k, float(v), timestamp, 0) for k, v in record["metrics"].items()]
     params = [Param(k, v) for k, v in run_params(record["config"]).items()]
     for i in range(0, max(len(metrics), len(params)), 100):
@@ -110,20 +136,38 @@ def log_record(record: dict[str, Any], tracking: Any, results_dir: Path, parent_
         if path.is_file() and path.suffix == ".onnx":
             client.log_artifact(run_id, str(path), "model")
     client.set_tag(run_id, RunTag("qbench.status", record["status"]).key, record["status"])
-    client.set_terminated(run_id, "FINISHED" if record["status"] != "failed" else "FAILED")
+    client.set_terminated(run_id, run_status(record), end_time=ended_ms)
     return run_id
 
 
-def _record_time_ms(record: dict[str, Any]) -> int:
-    """When the cell ended (else started), in ms: the same for every attempt to log the record."""
+def run_status(record: dict[str, Any]) -> str:
+    """The MLflow run status of a record, so the UI's own status filter works: FAILED for a failed cell, KILLED
+    when its worker was stopped from outside (timeout, SIGKILL/SIGTERM/SIGINT), FINISHED otherwise (skipped
+    cells too: their reason is in the description)."""
+    if record["status"] != "failed":
+        return "FINISHED"
+    return "KILLED" if _KILLED.search(record.get("error") or "") else "FAILED"
+
+
+def _parse_ms(stamp: str | None) -> int | None:
     from datetime import datetime
 
-    for key in ("ended_at", "started_at"):
-        try:
-            return int(datetime.strptime(record.get(key) or "", "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1000)
-        except ValueError:
-            continue
-    return _epoch_ms()
+    try:
+        return int(datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def record_times_ms(record: dict[str, Any]) -> tuple[int, int]:
+    """The cell's start and end (epoch ms), the same for every attempt to log the record. The record's times
+    have whole seconds and the worker's start follows its imports, so when the orchestrator timed the worker
+    (``time.worker_wall_s``) the start is the end minus that wall: the run's Duration is the cell's wall."""
+    started, ended = _parse_ms(record.get("started_at")), _parse_ms(record.get("ended_at"))
+    end = ended if ended is not None else started if started is not None else _epoch_ms()
+    wall = (record.get("metrics") or {}).get("time.worker_wall_s")
+    if ended is not None and isinstance(wall, (int, float)) and wall >= 0:
+        return int(end - wall * 1000), end
+    return (started if started is not None else end), end
 
 
 def _epoch_ms() -> int:
