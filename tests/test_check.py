@@ -14,12 +14,12 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from suite_cells import SMOKE_CELLS
 
 from qbench import __version__
 from qbench.config import paths
 from qbench.regress import baseline as bl
 
-SMOKE_CELLS = {"digits_cnn/fp32/torch", "digits_cnn/w8a8-pc/torch", "digits_cnn/w4-wo-pg32/torch"}
 WORSE = "digits_cnn/w4-wo-pg32/torch"
 # keeps every cell name (the scheme label has no symmetry flag) and costs the 4-bit cell > 1 point of top-1
 WORSENING_OVERRIDE = "quant.weights.symmetric=false"

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
+from suite_cells import SMOKE_CELLS
 
 if TYPE_CHECKING:
     from qbench.report.plots import Plot
 
-SMOKE_CELLS = {"digits_cnn/fp32/torch", "digits_cnn/w8a8-pc/torch", "digits_cnn/w4-wo-pg32/torch"}
 
 
 def _qbench(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from suite_cells import SMOKE_CELLS
 
 
 def _cells(out: str) -> list[str]:
@@ -63,7 +64,7 @@ def test_smoke_suite_logs_one_parent_with_a_child_per_cell(run_qbench, tmp_path)
     out = run_qbench("run", "+suite=smoke")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     records = _suite_records(tmp_path, "smoke")
-    assert set(records) == {"digits_cnn/fp32/torch", "digits_cnn/w8a8-pc/torch", "digits_cnn/w4-wo-pg32/torch"}
+    assert set(records) == SMOKE_CELLS
     assert all(r["status"] == "finished" for r in records.values())
     assert "3 cells: 3 finished, 0 failed, 0 skipped" in out.stdout
 

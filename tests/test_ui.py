@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from suite_cells import SMOKE_CELLS
 
 
 def _free_port() -> int:
@@ -203,7 +204,8 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         printed = [process.stdout.readline() for _ in range(4)]
-        runs_line = next(line for line in printed if line.startswith("latest suite run (suite:smoke, 3 cells): "))
+        runs_line = next(line for line in printed
+                         if line.startswith(f"latest suite run (suite:smoke, {len(SMOKE_CELLS)} cells): "))
         url = runs_line.split(": ", 1)[1].strip()
         deadline = time.monotonic() + 120
         while True:
@@ -218,11 +220,12 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
         runs = client.search_runs([client.get_experiment_by_name("qbench").experiment_id])
         parent = next(r for r in runs if r.data.tags.get("qbench.role") == "suite")
         cells = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-        assert len(cells) == 3
+        assert set(cells) == SMOKE_CELLS
 
         page = _text(_render(url, tmp_path / "profile"))
         assert "Model training" in page and "You're viewing a shared view" in page
-        assert "4 matching runs" in page and "suite:smoke" in page  # parent and cells, no row folded away
+        # parent and cells, no row folded away
+        assert f"{len(SMOKE_CELLS) + 1} matching runs" in page and "suite:smoke" in page
         for name, run in cells.items():
             top1 = run.data.metrics["acc.top1"]
             assert name in page
