@@ -45,9 +45,9 @@ def test_invalid_overrides_are_one_line_errors(compose, override: str, message: 
 
 
 def test_overrides_the_method_cannot_use(compose) -> None:
-    with pytest.raises(qconfig.ConfigError, match="quant.method=none quantizes no layer"):
+    with pytest.raises(qconfig.ConfigError, match=r"quant\.method=none quantizes no layer"):
         qconfig.validate(compose("quant=fp32", "+quant.layers={fc: {float: true}}"))
-    with pytest.raises(qconfig.ConfigError, match="quant.method=weight_only quantizes no activations"):
+    with pytest.raises(qconfig.ConfigError, match=r"quant\.method=weight_only quantizes no activations"):
         qconfig.validate(compose("quant=w4_wo", "+quant.layers={fc: {activation_bits: 8}}"))
 
 
@@ -116,3 +116,13 @@ def test_onnxruntime_cell_keeps_a_float_layer_float(run_qbench, tmp_path: Path) 
     assert not any(name.startswith("classifier.weight") for name in quantized_weights)
     assert any(name.startswith("features.0.weight") for name in quantized_weights)
     assert record["metrics"]["acc.top1"] >= 0.95
+
+
+def test_op_count_precision_follows_the_overrides(compose) -> None:
+    from qbench.measure.energy import LayerPrecision, scheme_precision
+
+    quant = qconfig.validate(compose("quant=w4a8_pc", "+quant.layers={features.*: {bits: 8}, "
+                                     "features.6: {activation_bits: 4}}")).quant
+    assert scheme_precision(quant, ["features.0", "features.6", "classifier"]) == {
+        "features.0": LayerPrecision(8, 8, True), "features.6": LayerPrecision(8, 4, True),
+        "classifier": LayerPrecision(4, 8, True)}
