@@ -117,6 +117,9 @@ def test_direction_and_switches_on_a_lower_is_better_metric() -> None:
     first = layer[result["ranking"][0]]
     assert first["drop"] + first["recovery"] >= layer[result["ranking"][1]]["drop"] + layer[result["ranking"][1]][
         "recovery"]
+    weight_only, _ = apply_scheme(model, dataclasses.replace(quant, method="weight_only"), splits)
+    rows = analyze(_ErrorTask(), weight_only, fp32, splits, 16, [x[:32]])["rows"]
+    assert {r["kind"] for r in rows} == {"weights", "layer"}  # no activation quantizers, no activations rows
 
 
 def _float_recovery(compose, model_name: str, quant: str, top: int, seeds: range) -> dict[str, Any]:

@@ -73,18 +73,37 @@ def _spawn(cfg: qconfig.QBenchConfig, workdir: Path) -> None:
 
     env = {**worker_env(cfg, dict(os.environ)), PARENT_PID_ENV: str(os.getpid())}
     log_path = workdir / "worker.log"
-    with open(log_path, "w") as log:
+    deadline = time.monotonic() + cfg.measure.timeout_s
+    with open(log_path, "w") as log, open(log_path, "rb") as progress:
+        proc = subprocess.Popen([sys.executable, "-m", "qbench.worker", "--analyze", str(workdir)], stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
         try:
-            proc = subprocess.run([sys.executable, "-m", "qbench.worker", "--analyze", str(workdir)], stdout=log,
-                                  stderr=subprocess.STDOUT, env=env, timeout=cfg.measure.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"the analysis ran longer than measure.timeout_s={cfg.measure.timeout_s:g}s "
-                               f"(try --samples or --max-layers); log: {log_path}") from None
+            while proc.poll() is None:
+                _show_progress(progress)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the analysis ran longer than measure.timeout_s={cfg.measure.timeout_s:g}s "
+                                       f"(try --samples or --max-layers); log: {log_path}")
+                time.sleep(0.5)
+            _show_progress(progress)
+        finally:
+            if proc.poll() is None:  # timeout or Ctrl-C: take the worker down too
+                proc.kill()
+                proc.wait()
     if proc.returncode != 0 or not (workdir / "analysis.json").is_file():
         lines = log_path.read_text(errors="replace").strip().splitlines()
         error = next((line for line in reversed(lines) if re.match(r"^\w+(Error|Exception)\b", line)), "")
         raise RuntimeError(f"the analysis worker failed (exit {proc.returncode}): {error or ' | '.join(lines[-3:])}; "
                            f"log: {log_path}")
+
+
+def _show_progress(log: Any) -> None:
+    """Echo the worker's complete new progress lines (``qbench.analyze`` log records, without the timestamp) to
+    stderr; a line still being written is read again next time."""
+    while (raw := log.readline()).endswith(b"\n"):
+        line = raw.decode(errors="replace")
+        if " qbench.analyze INFO " in line:
+            print(f"  {line.split(' qbench.analyze INFO ', 1)[1].rstrip()}", file=sys.stderr, flush=True)
+    log.seek(-len(raw), 1)
 
 
 def cmd_analyze(args: list[str]) -> int:

@@ -59,8 +59,8 @@ def print_table(analysis: dict[str, Any], table: pd.DataFrame, console: Console,
              f"{analysis['evaluation_samples']} samples)")
     out = Table(title=title, header_style="bold", title_justify="left")
     for name, justify in (("#", "right"), ("layer", "left"), ("type", "left"), ("SQNR dB\nlayer / w / a", "right"),
-                          (f"drop {unit}, only it quantized\nlayer / w / a", "right"),
-                          (f"recovery {unit}, only it float\nlayer / w / a", "right")):
+                          (f"drop{' ' + unit if unit else ''}, only it quantized\nlayer / w / a", "right"),
+                          (f"recovery{' ' + unit if unit else ''}, only it float\nlayer / w / a", "right")):
         out.add_column(name, justify=justify, overflow="fold")
     by_layer = {name: rows.set_index("kind") for name, rows in table.groupby("layer", sort=False)}
     ranking = analysis["ranking"][:top] if top else analysis["ranking"]

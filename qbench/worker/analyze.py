@@ -101,6 +101,8 @@ def layer_sqnr(model: torch.nn.Module, switches: Switches, batches: list[Any]) -
     def hook(layer: QuantizedLayer, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         x = args[0]
         for kind, parts in _PARTS.items():
+            if kind == "activations" and switches.saved[layer.name][1] is None:
+                continue  # no input quantizer (weight-only): nothing to measure
             switches.set(layer.name, "weights" in parts, "activations" in parts)
             noise = (layer.forward(x) - output).float()  # forward(): no hooks, no recursion
             switches.set(layer.name, False, False)
@@ -138,11 +140,11 @@ def analyze(task: Task, simulated: torch.nn.Module, fp32: Callable[[NamedBatch],
     quantized_metric = metric()
     sqnr = layer_sqnr(simulated, switches, calibration)
     names = list(switches.layers)
-    by_sqnr = sorted(names, key=lambda n: sqnr[(n, "layer")])
+    by_sqnr = sorted(names, key=lambda n: sqnr.get((n, "layer"), math.inf))  # a layer calibration never ran: last
     scored = set(by_sqnr[:max_layers] if max_layers else names)
     rows = []
     for i, name in enumerate(names):
-        for kind in KINDS:
+        for kind in (k for k in KINDS if (name, k) in sqnr):  # weight-only: no activations rows
             row: dict[str, Any] = {"layer": name, "kind": kind, "type": type(switches.layers[name].layer).__name__,
                                    "sqnr_db": sqnr[(name, kind)]}
             if name in scored:
@@ -153,7 +155,7 @@ def analyze(task: Task, simulated: torch.nn.Module, fp32: Callable[[NamedBatch],
                 row["drop"] = sign * (float_metric - row["metric_quantized"])
                 row["recovery"] = sign * (row["metric_float"] - quantized_metric)
             rows.append(row)
-        log.info("layer %d/%d %s: SQNR %.1f dB", i + 1, len(names), name, sqnr[(name, "layer")])
+        log.info("layer %d/%d %s: SQNR %.1f dB", i + 1, len(names), name, sqnr.get((name, "layer"), math.inf))
     return {"metric": task.metric, "higher_is_better": task.higher_is_better, "float_metric": float_metric,
             "quantized_metric": quantized_metric, "layers": len(names), "layers_scored": len(scored),
             "ranking": rank([r for r in rows if r["kind"] == "layer"]), "ranking_rule": RANKING_RULE, "rows": rows}
