@@ -58,6 +58,13 @@ def test_cli_reports_a_bad_override_in_one_line(run_qbench) -> None:
         "qbench: quant.layers.fc: unknown key(s) bitz; valid keys: bits, granularity, activation_bits, float"]
 
 
+def test_setting_overrides_without_plus_says_how(run_qbench) -> None:
+    out = run_qbench("run", "quant.layers={fc: {float: true}}")
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("qbench: quant.layers: entries of quant.layers are new keys, added with '+': "
+                                  "+quant.layers={fc: {float: true}}")
+
+
 def test_simulation_honours_bits_and_float(compose, reference_models) -> None:
     from qbench.data import load_splits
     from qbench.quant import apply_scheme

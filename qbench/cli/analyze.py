@@ -57,7 +57,7 @@ def _config(overrides: list[str]) -> tuple[Any, qconfig.QBenchConfig]:
     except (cli.UsageError, qconfig.ConfigError, preflight.PreflightError) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:  # Hydra/OmegaConf composition errors: unknown key, wrong type
-        raise UsageError(qconfig.one_line(exc)) from None
+        raise UsageError(cli.composition_hint(overrides, qconfig.one_line(exc)) or qconfig.one_line(exc)) from None
     if missing:
         raise UsageError(missing)
     if cfg.quant.method == "none":
