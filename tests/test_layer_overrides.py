@@ -133,3 +133,22 @@ def test_op_count_precision_follows_the_overrides(compose) -> None:
     assert scheme_precision(quant, ["features.0", "features.6", "classifier"]) == {
         "features.0": LayerPrecision(8, 8, True), "features.6": LayerPrecision(8, 4, True),
         "classifier": LayerPrecision(4, 8, True)}
+
+
+def test_torch_int8_keeps_a_float_layer_float(compose, reference_models, tmp_path: Path) -> None:
+    from torch import nn
+
+    from qbench.backends import get_backend
+    from qbench.backends.deployment import DeployContext
+    from qbench.data import load_splits
+    from qbench.quant import apply_scheme, int8_path
+
+    cfg = qconfig.validate(compose("quant=w8a8_pc", "backend=torch_int8", "+quant.layers={classifier: {float: true}}"))
+    splits = load_splits(cfg.dataset, cfg.model)
+    deploy_cfg, emulate, tags = int8_path.for_cell(cfg)
+    sim, _ = apply_scheme(reference_models["digits_cnn"], deploy_cfg.quant, splits, None, emulate)
+    context = DeployContext(deploy_cfg, reference_models["digits_cnn"], splits, tmp_path, sim,
+                            int8_path=tags.get("int8.path", "none"))
+    modules = dict(get_backend("torch_int8").deploy(context).runtime.named_modules())
+    assert type(modules["classifier"]) is nn.Linear  # no qconfig: float
+    assert "quantized" in type(modules["features.0"]).__module__
