@@ -152,3 +152,16 @@ def test_torch_int8_keeps_a_float_layer_float(compose, reference_models, tmp_pat
     modules = dict(get_backend("torch_int8").deploy(context).runtime.named_modules())
     assert type(modules["classifier"]) is nn.Linear  # no qconfig: float
     assert "quantized" in type(modules["features.0"]).__module__
+
+
+def test_overrides_restating_the_scheme_follow_the_int8_path(compose) -> None:
+    """On a reduced-range path (7-bit), an 8-bit override of a W8A8 scheme is the scheme's grid: 7-bit as well;
+    float and other values are left as they are."""
+    from qbench.quant import int8_path
+
+    cfg = qconfig.validate(compose("quant=dynamic8", "backend=torch_int8", "+quant.layers={fc: {activation_bits: 8}, "
+                                   "head: {float: true}}"))
+    path = int8_path.resolve("torch_int8", cfg.quant, "auto")
+    effective = int8_path.effective_quant(cfg.quant, path)
+    assert effective.layers == {"fc": {"activation_bits": path.activation_bits}, "head": {"float": True}}
+    assert cfg.quant.layers["fc"] == {"activation_bits": 8}  # a copy
