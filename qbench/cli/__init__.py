@@ -2,6 +2,7 @@
 
     qbench run [hydra overrides / flags]   one cell, or a suite with +suite=NAME (args go to Hydra as is)
     qbench ls [GROUP]                      config groups and their options
+    qbench analyze [hydra overrides]       per-layer sensitivity of one cell's scheme (qbench/cli/analyze.py)
 
 Bad input (unknown option, out-of-range value) is reported in one line with the valid values, exit 2,
 before any work starts and without a traceback.
@@ -91,6 +92,24 @@ def _backend_setting_hint(args: list[str]) -> str | None:
     return None
 
 
+# dict-valued keys whose entries are new keys for Hydra, so an override adds them with '+'
+_OPEN_DICTS = ("quant.layers", "quant.algorithm_options")
+
+
+def composition_hint(args: list[str], error: str) -> str | None:
+    """A clearer line than Hydra's ``error`` for a known mistake: a setting of another backend, or an entry of
+    ``quant.layers`` / ``quant.algorithm_options`` set without the '+' that adds new keys."""
+    hint = _backend_setting_hint(args)
+    if hint or "not in struct" not in error:
+        return hint
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        node = next((d for d in _OPEN_DICTS if key == d or key.startswith(f"{d}.")), None)
+        if "=" in arg and node:
+            return f"{key}: entries of {node} are new keys, added with '+': +{arg}"
+    return None
+
+
 def preflight(args: list[str]) -> None:
     """Validate a single-cell run completely (composition, types, ranges, capabilities) before any work."""
     check_group_choices(args)
@@ -100,7 +119,7 @@ def preflight(args: list[str]) -> None:
     try:
         cfg_node = compose(overrides)
     except Exception as exc:  # Hydra/OmegaConf composition errors: unknown key, wrong type
-        raise UsageError(_backend_setting_hint(args) or qconfig.one_line(exc)) from None
+        raise UsageError(composition_hint(args, qconfig.one_line(exc)) or qconfig.one_line(exc)) from None
     try:
         cfg = qconfig.validate(cfg_node)
     except qconfig.ConfigError as exc:
@@ -173,6 +192,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "sync": (_lazy("qbench.track.sync", "cmd_sync"), "upload local records that did not reach MLflow (exactly once)"),
     "compare": (_lazy("qbench.cli.compare", "cmd_compare"), "compare suite cells from MLflow (table, md, csv, html)"),
     "ui": (_lazy("qbench.cli.compare", "cmd_ui"), "serve the MLflow UI for the local store on 127.0.0.1"),
+    "analyze": (_lazy("qbench.cli.analyze", "cmd_analyze"), "per-layer sensitivity of one cell's scheme (arguments: "
+                "Hydra overrides, as for run)"),
     "check": (_lazy("qbench.cli.check", "cmd_check"), "compare a suite run with its baseline (exit 1: regression)"),
     "baseline": (_lazy("qbench.cli.check", "cmd_baseline"), "write (update) or show a suite's regression baseline"),
 }

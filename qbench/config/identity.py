@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from qbench.config.layers import label_suffix
 from qbench.config.names import DEFAULT_TASK
 from qbench.config.schema import QBenchConfig, QuantConfig
 
@@ -15,7 +16,9 @@ from qbench.config.schema import QBenchConfig, QuantConfig
 def scheme_label(quant: QuantConfig | DictConfig) -> str:
     """Short, honest label of a scheme derived from its values (not from the preset name).
 
-    e.g. ``fp32``, ``w8a8``, ``w8a8-pc``, ``w4a8-pc``, ``w4-wo-pg128``, ``dyn8-pc``, ``qat-w4a8-pc``.
+    e.g. ``fp32``, ``w8a8``, ``w8a8-pc``, ``w4a8-pc``, ``w4-wo-pg128``, ``dyn8-pc``, ``qat-w4a8-pc``; per-layer
+    overrides add ``+3x8b+2xfp`` (*patterns* of ``quant.layers`` per kind of override, not layers: the label is
+    computed without the model, see :mod:`qbench.config.layers`).
     """
     method = quant.method
     if method == "none":
@@ -41,6 +44,7 @@ def scheme_label(quant: QuantConfig | DictConfig) -> str:
     if algorithm != "rtn":
         label += f"-{algorithm}"
     target_isa = getattr(quant, "target_isa", "none")
+    label += label_suffix(quant)
     if target_isa != "none":
         label += f"@{target_isa}"
     return label
@@ -77,7 +81,7 @@ _NON_SEMANTIC = ("tracking", "suite", "results_dir", "resume", "hydra")
 # (resumed suites and records still match)
 _DEFAULT_TASK_NODE = {"name": DEFAULT_TASK, "options": {}}
 _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "quant": {"algorithm": "rtn", "algorithm_options": {}},
+    "quant": {"algorithm": "rtn", "algorithm_options": {}, "layers": {}},
     "model": {"gguf_file": None, "pooling": "mean", "keep_float": []},
     # the paired window adds figures to a quantized cell and changes none of its unpaired ones
     "measure": {"paired": {"enabled": True, "block_calls": 20, "min_blocks": 8, "max_blocks": 40,

@@ -148,6 +148,9 @@ class QuantConfig:
     qat: QATConfig = field(default_factory=QATConfig)
     # fnmatch patterns of layer names kept in floating point (e.g. ["conv1", "fc"])
     exclude: list[str] = field(default_factory=list)
+    # per-layer overrides (qbench/config/layers.py): fnmatch pattern -> {bits, granularity, activation_bits, float},
+    # e.g. {"features.0.*": {bits: 8}, "classifier.*": {float: true}}; later patterns win where they overlap
+    layers: dict[str, Any] = field(default_factory=dict)
     # how weights are rounded to the grid (qbench/quant/algorithms.py): rtn (round to nearest) | gptq | awq
     # (error-compensating, weight-only) | smoothquant (activation outliers moved into weights, for W8A8);
     # options, e.g. {damp: 0.01, block_size: 128} (gptq), {grid: 20} (awq), {alpha: 0.5} (smoothquant)

@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from qbench.config.identity import cell_name
+from qbench.config.layers import LayerOverrideError, check_overrides
 from qbench.config.names import (
     ACTIVATION_GRANULARITIES,
     ALGORITHMS,
@@ -132,6 +133,10 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     if q.algorithm == "smoothquant" and q.method not in ("ptq", "dynamic"):
         raise ConfigError(f"quant.algorithm=smoothquant moves activation outliers into the weights for W8A8: "
                           f"quant.method={q.method} quantizes no activations (use ptq or dynamic)")
+    try:
+        check_overrides(q)
+    except LayerOverrideError as exc:
+        raise ConfigError(str(exc)) from None
     _check_positive("quant.calibration.samples", q.calibration.samples)
     _check_positive("quant.calibration.batch_size", q.calibration.batch_size)
     _check_positive("quant.qat.epochs", q.qat.epochs, allow_zero=True)

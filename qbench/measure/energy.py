@@ -212,9 +212,17 @@ def proxies(layers: dict[str, LayerCount], precision: dict[str, LayerPrecision],
 
 
 def scheme_precision(quant: Any, quantized_layer_names: list[str]) -> dict[str, LayerPrecision]:
-    """The precision of each quantized layer under ``quant`` (other layers are fp32)."""
-    w, a = quant.weights.bits, quant.activations.bits
+    """The precision of each quantized layer under ``quant`` (other layers are fp32), with its ``quant.layers``
+    override's bits."""
+    from qbench.config.layers import overrides, resolve
+
     if quant.method == "none":
         return {}
-    p = LayerPrecision(w, 32, False) if quant.method == "weight_only" else LayerPrecision(w, a, True)
-    return dict.fromkeys(quantized_layer_names, p)
+    patterns = overrides(quant)
+    out = {}
+    for name in quantized_layer_names:
+        override = resolve(name, patterns)
+        w = override.get("bits", quant.weights.bits)
+        a = override.get("activation_bits", quant.activations.bits)
+        out[name] = LayerPrecision(w, 32, False) if quant.method == "weight_only" else LayerPrecision(w, a, True)
+    return out

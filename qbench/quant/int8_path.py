@@ -130,7 +130,12 @@ def effective_quant(quant: Any, path: Int8Path) -> Any:
         return quant
     weights = dataclasses.replace(quant.weights, bits=path.weight_bits)
     activations = dataclasses.replace(quant.activations, bits=path.activation_bits)
-    return dataclasses.replace(quant, weights=weights, activations=activations)
+    # a quant.layers override that restates the scheme's bits is the scheme's grid: it follows the path too
+    moved = {"bits": (quant.weights.bits, path.weight_bits),
+             "activation_bits": (quant.activations.bits, path.activation_bits)}
+    layers = {pattern: {k: moved[k][1] if k in moved and v == moved[k][0] else v for k, v in override.items()}
+              for pattern, override in (getattr(quant, "layers", None) or {}).items()}
+    return dataclasses.replace(quant, weights=weights, activations=activations, layers=layers)
 
 
 __all__ = ["INT8_PATHS", "TARGET_ISAS", "Int8Path", "effective_quant", "emulated_isa", "for_cell", "resolve"]

@@ -13,6 +13,7 @@ cell on a real backend measure exactly that difference.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
 from collections.abc import Iterable
 
@@ -275,23 +276,49 @@ def build_simulated_model(fp32_model: nn.Module, quant, emulate_isa: str | None 
         layers = [name for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
         raise ValueError(f"quant.exclude {unmatched} match(es) no layer of the model (patterns match whole names, "
                          f"e.g. {', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''})")
+    per_layer = _layer_overrides(model, quant)
     targets = [
         (name, module)
         for name, module in model.named_modules()
         if isinstance(module, QUANTIZABLE) and type(module).__name__ in layer_types
-        and not any(fnmatch.fnmatch(name, p) for p in quant.exclude)
+        and not any(fnmatch.fnmatch(name, p) for p in quant.exclude) and not per_layer.get(name, {}).get("float")
     ]
     for name, module in targets:
+        weights, activations = _layer_specs(quant, per_layer.get(name, {}))
         input_quantizer = None
         if quant.method in ("ptq", "qat"):
-            input_quantizer = InputQuantizer(quant.activations)
+            input_quantizer = InputQuantizer(activations)
         elif quant.method == "dynamic":
-            input_quantizer = InputQuantizer(quant.activations, dynamic=True)
-        layer = QuantizedLayer(module, name, quant.weights, input_quantizer)
+            input_quantizer = InputQuantizer(activations, dynamic=True)
+        layer = QuantizedLayer(module, name, weights, input_quantizer)
         layer.emulate_isa = emulate_isa
         layer.quantize_weight()
         model.set_submodule(name, layer)
     return model.eval()
+
+
+def _layer_overrides(model: nn.Module, quant) -> dict[str, dict]:
+    """``quant.layers`` resolved per quantizable layer name; a pattern that names none is a ValueError."""
+    from qbench.config.layers import overrides, resolve
+
+    patterns = overrides(quant)
+    layers = [name for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatch(name, p) for name in layers)]
+    if unmatched:
+        raise ValueError(f"quant.layers {unmatched} name(s) no Conv2d/Linear layer of the model (patterns match whole "
+                         f"names, e.g. {', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''})")
+    return {name: resolve(name, patterns) for name in layers} if patterns else {}
+
+
+def _layer_specs(quant, override: dict):
+    """The (weights, activations) specs of one layer: the scheme's, with its ``quant.layers`` override applied."""
+    weights, activations = quant.weights, quant.activations
+    changes = {k: override[k] for k in ("bits", "granularity") if k in override}
+    if changes:
+        weights = dataclasses.replace(weights, **changes)
+    if "activation_bits" in override:
+        activations = dataclasses.replace(activations, bits=override["activation_bits"])
+    return weights, activations
 
 
 @torch.no_grad()

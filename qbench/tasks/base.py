@@ -74,6 +74,9 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     # the in-cell metric that compares the task metric with FP32's (compare's "Δ task" column), if any
     delta_metric: ClassVar[str] = ""
+    # whether the metric can be computed on the first N evaluation samples (``qbench analyze --samples``); False
+    # when the task scores the split as a whole (e.g. word pairs that index every word)
+    subsettable: ClassVar[bool] = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options = dict(options or {})  # task.options from the config

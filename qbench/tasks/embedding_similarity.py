@@ -35,6 +35,7 @@ class EmbeddingSimilarity(Task):
     metric = "sim.spearman"
     higher_is_better = True
     delta_metric = "sim.delta_spearman"
+    subsettable = False  # the word pairs index every word of the split
 
     def evaluate(self, models: Mapping[str, Callable[[NamedBatch], Outputs]], splits: DataSplits,
                  batch_size: int) -> dict[str, float]:

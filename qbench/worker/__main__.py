@@ -1,5 +1,8 @@
 """Entry point of a cell's spawned worker process: ``python -m qbench.worker CELL_DIR``.
 
+Other modes: ``--prepare DIR`` trains the reference model, ``--check FILE`` checks user files, ``--analyze DIR``
+writes a per-layer sensitivity analysis (:mod:`qbench.worker.analyze`).
+
 Reads ``CELL_DIR/config.yaml`` (the resolved cell config), runs the cell, writes ``CELL_DIR/result.json``.
 A Python exception becomes a ``failed`` result with its traceback; a hard crash (segfault, abort) writes
 nothing and the parent records it from the exit signal.
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     cell_hash = qconfig.cell_hash(qconfig.cell_config_dict(cfg_node))
     if prepare:
         return _prepare(cfg_node)
+    if argv[0] == "--analyze":  # per-layer sensitivity (qbench analyze): DIR/analysis.json
+        from qbench.worker.analyze import main as analyze
+
+        return analyze(workdir, cfg_node)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         cfg = qconfig.validate(cfg_node)

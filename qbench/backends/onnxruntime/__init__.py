@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qbench.backends.base import ALL_LAYER_TYPES, Backend
+from qbench.config.layers import changes_grid
 
 if TYPE_CHECKING:
     from qbench.config import QBenchConfig
@@ -53,6 +54,15 @@ class OnnxRuntimeBackend(Backend):
             return "the onnxruntime backend picks its device through backend.providers; keep backend.device=cpu"
         q = cfg.quant
         w, a = q.weights, q.activations
+        moved = changes_grid(q)
+        if moved:
+            return (f"quant.layers {'; '.join(moved)}: qbench deploys one ONNX Runtime grid per scheme (layers can "
+                    "only be kept float, float: true)")
+        if q.layers and cfg.model.source == "onnx":
+            return "quant.layers names torch layers; a user ONNX file is quantized by ONNX Runtime alone"
+        if q.layers and q.method == "weight_only":
+            return ("quant.layers on weight-only MatMulNBits: per-layer overrides are not wired there (torch and "
+                    "torch_int8 run them)")
         if cfg.model.source == "onnx" and q.method != "none":
             # without a torch module there is no qbench simulation to take scales from
             if q.method == "qat":

@@ -57,6 +57,29 @@ def _calibration_feeds(ctx: DeployContext, model_path: Path) -> list[dict[str, n
             for batch in ctx.splits.calibration_inputs(samples, cal.batch_size)]
 
 
+def float_nodes(ctx: DeployContext, model_path: Path) -> list[str]:
+    """ONNX nodes of the Conv/Linear layers the simulation kept float (``quant.exclude``, ``quant.layers`` float,
+    ``model.keep_float``): ORT's quantizers leave them float too (``nodes_to_exclude``). Found by weight name."""
+    import onnx
+    from torch import nn
+
+    from qbench.quant.simulate import quantized_layers
+
+    if ctx.simulated_model is None or ctx.fp32_model is None:
+        return []
+    quantized = {layer.name for layer in quantized_layers(ctx.simulated_model)}
+    kept = [name for name, m in ctx.fp32_model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and name not in quantized]
+    if not kept:
+        return []
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    node_of_weight = {node.input[1]: node.name for node in graph.node if len(node.input) > 1}
+    missing = [name for name in kept if f"{name}.weight" not in node_of_weight]
+    if missing:
+        raise RuntimeError(f"layers kept float {missing[:3]} have no node with their weight in the ONNX graph")
+    return [node_of_weight[f"{name}.weight"] for name in kept]
+
+
 def _pre_process(ctx: DeployContext, float_path: Path) -> Path:
     if not ctx.cfg.backend.pre_process:
         return float_path
@@ -93,8 +116,10 @@ def quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str]) 
         extra["TensorQuantOverrides"] = overrides
     pre = _pre_process(ctx, float_path)
     out = ctx.workdir / "model_int8.onnx"
+    kept = float_nodes(ctx, pre)
+    tags["ort.float_nodes"] = str(len(kept))
     quantize_static(
-        str(pre), str(out), _CalibrationReader(_calibration_feeds(ctx, pre)),
+        str(pre), str(out), _CalibrationReader(_calibration_feeds(ctx, pre)), nodes_to_exclude=kept,
         quant_format=QuantFormat.QDQ,
         per_channel=w.granularity == "per_channel",
         weight_type=QuantType.QUInt8 if u8_weights else QuantType.QInt8,
@@ -150,7 +175,10 @@ def quantize_dynamic(ctx: DeployContext, float_path: Path, tags: dict[str, str])
     out = ctx.workdir / "model_dynamic.onnx"
     # reduce range: ORT's own 7-bit weights ([-64, 64]; the simulation's 7-bit grid is [-63, 63])
     u8_weights = ctx.int8_path == "u8u8" or not w.symmetric
-    quantize_dynamic(str(_pre_process(ctx, float_path)), str(out), per_channel=w.granularity == "per_channel",
+    pre = _pre_process(ctx, float_path)
+    kept = float_nodes(ctx, pre)
+    tags["ort.float_nodes"] = str(len(kept))
+    quantize_dynamic(str(pre), str(out), per_channel=w.granularity == "per_channel", nodes_to_exclude=kept,
                      reduce_range=w.bits < 8, weight_type=QuantType.QUInt8 if u8_weights else QuantType.QInt8)
     tags["ort.quantization"] = "dynamic"
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qbench.backends.base import ALL_LAYER_TYPES, TORCH_MODEL_NEEDED, Backend
+from qbench.config.layers import changes_grid
 
 if TYPE_CHECKING:
     from qbench.config import QBenchConfig
@@ -50,6 +51,10 @@ class TorchInt8Backend(Backend):
         w, a = q.weights, q.activations
         if q.method == "none":
             return None
+        moved = changes_grid(q)
+        if moved:
+            return (f"quant.layers {'; '.join(moved)}: torch_int8 deploys one grid per scheme (layers can only be kept "
+                    "float, float: true)")
         if cfg.model.source == "hf" and q.method in ("ptq", "qat"):
             return ("static int8 on torch_int8 goes through torch.fx, which cannot trace transformers models: "
                     "dynamic W8A8 (quant.method=dynamic) is its int8 path for them")
