@@ -1,7 +1,13 @@
 """``onnxruntime``: the FP32 model exported to ONNX, quantized with ONNX Runtime's own tools.
 
 - static (``ptq``, ``qat``): ``quant_pre_process`` then ``quantize_static`` in QDQ format (per-tensor or
-  per-channel s8 weights; u8 activations, s8 when symmetric). Activation calibration maps from
+  per-channel s8 weights; u8 activations, s8 when symmetric). Weights under 8 bits (W4A8) deploy as int8 QDQ
+  whose codes lie in the 4-bit range (qbench's scale, so the codes are the simulation's): the kernels are int8,
+  the artifact stores int8 (tag ``ort.weight_codes``; packed size counts 8 bits), and u8 x s8 pairs of such
+  codes cannot saturate int16 on any ISA (2 x 255 x 7 < 32767).
+- ``quant.algorithm`` cle / adaround / qdrop: the simulated model's float network with its dequantized codes is
+  exported (not the FP32 reference) and quantized with qbench's weight and activation scales, so ORT runs the
+  codes the algorithm chose (``qbench.quant.simulate.snapped_float_model``). Activation calibration maps from
   ``quant.activations.observer``: minmax -> MinMax, histogram -> Entropy, percentile -> Percentile. ORT has
   no MSE calibrator and no weight observers besides min/max: for those, and for QAT's learned scales, qbench's
   own scale/zero point are handed to ORT through its ``TensorQuantOverrides`` option (tag
@@ -28,6 +34,9 @@ if TYPE_CHECKING:
 
 # qbench's activation observers -> ORT's calibrators
 CALIBRATORS = {"minmax": "MinMax", "histogram": "Entropy", "percentile": "Percentile"}
+# algorithms whose result is integer codes on each layer's own grid (and float weights/biases/ReLU6 bounds changed
+# by CLE): deployed from the simulated model's dequantized codes with qbench's scales (deploy.py)
+CODE_ALGORITHMS = ("cle", "adaround", "qdrop")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -44,7 +53,7 @@ class OnnxRuntimeBackend(Backend):
         missing = [p for p in cfg.backend.providers if p not in available]
         if missing:
             return f"execution provider(s) {', '.join(missing)} unavailable here (available: {', '.join(available)})"
-        if cfg.quant.algorithm != "rtn":
+        if cfg.quant.algorithm not in ("rtn", *CODE_ALGORITHMS):
             return (f"quant.algorithm={cfg.quant.algorithm}: ONNX Runtime's quantizers round the exported FP32 weights "
                     "themselves (and AWQ/SmoothQuant's 1/s input scale is not exported): torch and torch_int8 run it")
         if cfg.model.source == "hf":
@@ -65,9 +74,9 @@ class OnnxRuntimeBackend(Backend):
         if cfg.backend.int8_path == "u8u8" and not w.symmetric:
             return "int8_path=u8u8 stores qbench's symmetric weight grid as u8 (zero point 128): symmetric weights only"
         if q.method in ("ptq", "qat"):
-            if w.bits != 8 or a.bits != 8:
+            if w.bits > 8 or a.bits != 8:
                 return (f"W{w.bits}A{a.bits}: ONNX Runtime's CPU kernels for static quantization are int8 only "
-                        "(QDQ with other widths would run dequantized in float)")
+                        "(QDQ with other widths would run dequantized in float; W<8 A8 deploys as int8 codes)")
             if w.granularity == "per_group":
                 return "per-group weights: no int8 blocked-weight convolution/gemm kernel in ONNX Runtime (CPU)"
             if a.granularity != "per_tensor":
