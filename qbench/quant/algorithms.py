@@ -8,6 +8,10 @@ after its weights were RTN-quantized and before its activation quantizers are ca
 - ``smoothquant`` (Xiao et al. 2022): s = max|x|^alpha / max|W|^(1-alpha) moves activation outliers into
                   the weight, for static W8A8.
 
+``cle``, ``adaround`` and ``qdrop`` (convolutional models: every quantized Conv2d/Linear, sequential passes) are
+dispatched from here to :mod:`qbench.quant.cle` and :mod:`qbench.quant.adaround`; what follows is about the four
+Linear algorithms.
+
 Only QuantizedLayers wrapping an nn.Linear with a weight spec are changed; the grid (bits, granularity, group
 size, symmetric, observer) is the layer's own, so the codes of ``weight_q`` are what an integer kernel runs.
 

@@ -39,15 +39,17 @@ _SCALE_FREE_FUNCTIONS = (F.relu, torch.relu)
 
 
 class ChannelClamp(nn.Module):
-    """ReLU6 after equalization: min(relu(x), upper) with one upper bound per channel (6 / s_i)."""
+    """ReLU6 after equalization: min(relu(x), upper) with one upper bound per channel (6 / s_i); ``spatial``: the
+    channels are dim 1 of an [N, C, H, W] tensor (else the last dim). No python branching on the input: FX traces
+    it (torch_int8)."""
 
-    def __init__(self, channels: int, upper: float = 6.0) -> None:
+    def __init__(self, channels: int, upper: float = 6.0, spatial: bool = True) -> None:
         super().__init__()
-        self.register_buffer("upper", torch.full((channels,), float(upper)))
+        shape = (1, channels, 1, 1) if spatial else (channels,)
+        self.register_buffer("upper", torch.full(shape, float(upper)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1, *([1] * (x.dim() - 2))) if x.dim() > 2 else (1, -1)
-        return torch.minimum(F.relu(x), self.upper.reshape(shape))
+        return torch.minimum(F.relu(x), self.upper)
 
 
 class _Tracer(fx.Tracer):
@@ -146,10 +148,10 @@ def _equalize(model: nn.Module, pair: Pair) -> float:
     if act is not None:
         module = model.get_submodule(act)
         if isinstance(module, nn.ReLU6):
-            module = ChannelClamp(len(s), 6.0)
+            module = ChannelClamp(len(s), 6.0, spatial=isinstance(first.layer, nn.Conv2d))
             model.set_submodule(act, module)
         if isinstance(module, ChannelClamp):
-            module.upper.div_(s)
+            module.upper.div_(s.reshape(module.upper.shape))
     return float(s.log().abs().max())
 
 

@@ -56,6 +56,9 @@ class OnnxRuntimeBackend(Backend):
         if cfg.quant.algorithm not in ("rtn", *CODE_ALGORITHMS):
             return (f"quant.algorithm={cfg.quant.algorithm}: ONNX Runtime's quantizers round the exported FP32 weights "
                     "themselves (and AWQ/SmoothQuant's 1/s input scale is not exported): torch and torch_int8 run it")
+        if cfg.quant.algorithm in CODE_ALGORITHMS and cfg.quant.method == "weight_only":
+            return (f"quant.algorithm={cfg.quant.algorithm} weight-only: MatMulNBitsQuantizer computes its own scales "
+                    "and rounds again (static W8A8/W4A8 deploys the algorithm's codes)")
         if cfg.model.source == "hf":
             return "transformers models are not exported to ONNX by qbench yet (text runs on torch and torch_int8)"
         if cfg.backend.device != "cpu":
