@@ -15,6 +15,7 @@ algorithm runs once per scheme in the torch cell and the deployed cells load it 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md as is")
     args = parser.parse_args()
     start = time.perf_counter()
+    load = os.getloadavg()[0]
     rows, machine, simulated, fp32 = [], "unknown", {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for index, (label, preset, extra) in enumerate(SCHEMES):
@@ -93,7 +95,8 @@ symmetric weights with one per-tensor min/max scale per layer + int8 per-tensor 
 (`quant=w4a8_pt_minmax`), 128 calibration images; every algorithm keeps that grid and only changes the codes (and,
 for CLE, the float weights they are taken from). Algorithm defaults (qbench/config/names.py ALGORITHM_DEFAULTS:
 AdaRound/QDrop 300 iterations per layer at batch 32); the algorithms run on one thread, the cells on the threads
-shown.
+shown. Load average when it started: {load:.1f} on {os.cpu_count()} CPUs (a shared machine: seconds are
+upper bounds).
 
 Recovery of the naive loss, in simulation:
 

@@ -1,17 +1,17 @@
 """``onnxruntime``: the FP32 model exported to ONNX, quantized with ONNX Runtime's own tools.
 
 - static (``ptq``, ``qat``): ``quant_pre_process`` then ``quantize_static`` in QDQ format (per-tensor or
-  per-channel s8 weights; u8 activations, s8 when symmetric). Weights under 8 bits (W4A8) deploy as int8 QDQ
-  whose codes lie in the 4-bit range (qbench's scale, so the codes are the simulation's): the kernels are int8,
-  the artifact stores int8 (tag ``ort.weight_codes``; packed size counts 8 bits), and u8 x s8 pairs of such
-  codes cannot saturate int16 on any ISA (2 x 255 x 7 < 32767).
-- ``quant.algorithm`` cle / adaround / qdrop: the simulated model's float network with its dequantized codes is
-  exported (not the FP32 reference) and quantized with qbench's weight and activation scales, so ORT runs the
-  codes the algorithm chose (``qbench.quant.simulate.snapped_float_model``). Activation calibration maps from
+  per-channel s8 weights; u8 activations, s8 when symmetric). Activation calibration maps from
   ``quant.activations.observer``: minmax -> MinMax, histogram -> Entropy, percentile -> Percentile. ORT has
   no MSE calibrator and no weight observers besides min/max: for those, and for QAT's learned scales, qbench's
   own scale/zero point are handed to ORT through its ``TensorQuantOverrides`` option (tag
-  ``ort.activation_qparams`` / ``ort.weight_qparams`` says which was used).
+  ``ort.activation_qparams`` / ``ort.weight_qparams`` says which was used). Weights under 8 bits (W4A8) deploy
+  as int8 QDQ whose codes lie in the 4-bit range (qbench's scale, so the codes are the simulation's): the kernels
+  are int8, the artifact stores int8 (tag ``ort.weight_codes``; packed size counts 8 bits), and u8 x s8 pairs of
+  such codes cannot saturate int16 on any ISA (2 x 255 x 63 < 32767 up to 7 bits).
+- ``quant.algorithm`` cle / adaround / qdrop (static): the simulated model's float network with its dequantized
+  codes is exported (not the FP32 reference) and quantized with qbench's weight and activation scales, so ORT
+  runs the codes the algorithm chose (``qbench.quant.simulate.snapped_float_model``).
 - ``dynamic``: ``quantize_dynamic`` (ConvInteger / MatMulInteger + DynamicQuantizeLinear, u8 activations).
 - ``weight_only``: ``MatMulNBitsQuantizer`` (4-bit, block size = ``group_size``) on MatMul; qbench first
   rewrites Gemm as MatMul + Add because the quantizer skips Gemm. Convolutions stay float (op mix says so).
