@@ -24,6 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_line, markdown_table, records, run_qbench, write_section
 
+from qbench.config.names import ALGORITHM_DEFAULTS
+
+ROUNDING = ALGORITHM_DEFAULTS["adaround"]
+
 FAST = ["measure=quick", "measure.energy.duration_s=0", "measure.latency.throughput_batch_size=0",
         "measure.latency.min_calls=5", "measure.latency.min_duration_s=0.05", "tracking=none", "resume=false"]
 # (label, quant preset, extra overrides)
@@ -43,6 +47,21 @@ def _backend_order(record: dict) -> int:
     return BACKENDS.index(parts[2]) if len(parts) > 2 and parts[2] in BACKENDS else len(BACKENDS)
 
 
+def _acceptance(fp32: float | None, simulated: dict[str, float], gaps: dict[tuple[str, str], float]) -> str:
+    """The issue's three checks on this run, each with its figure and whether it is met."""
+    naive, adaround = simulated.get("naive min/max"), simulated.get("AdaRound")
+    if fp32 is None or naive is None or adaround is None:
+        return "not evaluated (cells missing)."
+    loss = 100 * (fp32 - naive)
+    recovery = (adaround - naive) / (fp32 - naive) * 100 if fp32 > naive else float("nan")
+    ort = gaps.get(("AdaRound", "onnxruntime"))
+    ort_text = "missing" if ort is None else f"{100 * ort:+.2f} pt ({'met' if abs(ort) <= 0.01 else 'NOT met'})"
+    worst = max((abs(g) for g in gaps.values()), default=float("nan")) * 100
+    return (f"naive loss {loss:.2f} pt (>= 10: {'met' if loss >= 10 else 'NOT met'}); AdaRound recovers "
+            f"{recovery:.1f} % of it (>= 90 %: {'met' if recovery >= 90 else 'NOT met'}); AdaRound on ONNX Runtime vs "
+            f"its simulation {ort_text}; largest deployed-vs-simulated gap of any cell {worst:.2f} pt.")
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
@@ -55,6 +74,7 @@ def main() -> None:
     start = time.perf_counter()
     load = os.getloadavg()[0]
     rows, machine, simulated, fp32 = [], "unknown", {}, None
+    gaps: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, (label, preset, extra) in enumerate(SCHEMES):
             cwd = Path(tmp) / str(index)
@@ -73,6 +93,8 @@ def main() -> None:
                 if t.get("kernel") == "simulated":
                     simulated[label] = top1
                 gap = m.get("acc.gap_top1")
+                if gap is not None:
+                    gaps[(label, r["cell"].split("/")[2])] = gap
                 cached = " (cached)" if m.get("quant.algorithm_cached") else ""
                 seconds = m.get("quant.algorithm_s")
                 rows.append([label, r["cell"], t.get("kernel", ""), _pct(top1), _pct(m.get("acc.top1_simulated")),
@@ -81,6 +103,7 @@ def main() -> None:
                              f"{m.get('quant.algorithm_samples', 0):.0f}",
                              f"{m.get('quant.algorithm_iterations', 0):.0f}", t.get("threads", "")])
     naive = simulated.get("naive min/max")
+    checks = _acceptance(fp32, simulated, gaps)
     recovery_rows = []
     if fp32 is not None and naive is not None:
         for label, top1 in simulated.items():
@@ -94,13 +117,15 @@ def main() -> None:
 symmetric weights with one per-tensor min/max scale per layer + int8 per-tensor min/max activations
 (`quant=w4a8_pt_minmax`), 128 calibration images; every algorithm keeps that grid and only changes the codes (and,
 for CLE, the float weights they are taken from). Algorithm defaults (qbench/config/names.py ALGORITHM_DEFAULTS:
-AdaRound/QDrop 300 iterations per layer at batch 32); the algorithms run on one thread, the cells on the threads
-shown. Load average when it started: {load:.1f} on {os.cpu_count()} CPUs (a shared machine: seconds are
-upper bounds).
+AdaRound/QDrop {ROUNDING["iterations"]} iterations per layer at batch {ROUNDING["batch_size"]}); the algorithms run
+on one thread, the cells on the threads shown. Load average when it started: {load:.1f} on {os.cpu_count()} CPUs
+(a shared machine: seconds are upper bounds).
 
 Recovery of the naive loss, in simulation:
 
 {markdown_table(["scheme", "simulated top-1 %", "vs FP32 pt", "recovery of the naive loss"], recovery_rows)}
+
+Acceptance (issue 15): {checks}
 
 Every cell (simulated on torch; deployed on ONNX Runtime QDQ and torch_int8 as 4-bit codes in int8 kernels):
 

@@ -61,25 +61,24 @@ class LearnedRounding(nn.Module):
         self.zero_point = q.zero_point.unsqueeze(1).float()
         self.qmin, self.qmax = qrange(q.bits, q.symmetric)
         scaled = rows / self.scale
-        self.floor = torch.floor(scaled)
-        rest = (scaled - self.floor).clamp(1e-4, 1 - 1e-4)
+        floor = torch.floor(scaled)
+        self.base = floor + self.zero_point  # the code rounding down gives
+        rest = (scaled - floor).clamp(1e-4, 1 - 1e-4)
         self.v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))
 
-    def _weight(self, up: torch.Tensor) -> torch.Tensor:
-        codes = torch.clamp(self.floor + up + self.zero_point, self.qmin, self.qmax)
+    def soft_weight(self, h: torch.Tensor) -> torch.Tensor:
+        """The weight with codes base + h (h = rectified_sigmoid(v), computed once per step by the caller)."""
+        codes = torch.clamp(self.base + h, self.qmin, self.qmax)
         return from_rows((codes - self.zero_point) * self.scale, self.q.shape, self.q.granularity)
 
-    def soft_weight(self) -> torch.Tensor:
-        return self._weight(rectified_sigmoid(self.v))
-
-    def regularizer(self, beta: float) -> torch.Tensor:
-        return (1 - (2 * rectified_sigmoid(self.v) - 1).abs().pow(beta)).sum()
+    @staticmethod
+    def regularizer(h: torch.Tensor, beta: float) -> torch.Tensor:
+        return (1 - (2 * h - 1).abs().pow(beta)).sum()
 
     @torch.no_grad()
     def hard_codes(self) -> QuantizedTensor:
         """The learned rounding as integer codes on the same grid."""
-        up = (self.v >= 0).float()
-        codes = torch.clamp(self.floor + up + self.zero_point, self.qmin, self.qmax)
+        codes = torch.clamp(self.base + (self.v >= 0).float(), self.qmin, self.qmax)
         codes = from_rows(codes, self.q.shape, self.q.granularity).round().to(self.q.codes.dtype)
         return QuantizedTensor(codes, self.q.scale, self.q.zero_point, self.q.bits, self.q.symmetric,
                                self.q.granularity, self.q.shape, self.q.group_size, self.q.axis)
@@ -121,11 +120,12 @@ def round_layer(layer: QuantizedLayer, x_fp: torch.Tensor, x_q: torch.Tensor, op
         if drop_prob > 0:
             keep_float = torch.rand(x.shape, generator=generator) < drop_prob
             x = torch.where(keep_float, x_fp[idx], x)
-        loss = _reconstruction(_compute(inner, x, rounding.soft_weight()), target[idx])
+        h = rectified_sigmoid(rounding.v)
+        loss = _reconstruction(_compute(inner, x, rounding.soft_weight(h)), target[idx])
         if step >= warmup:
             progress = (step - warmup) / max(iterations - warmup, 1)
             beta = beta_end + 0.5 * (beta_start - beta_end) * (1 + math.cos(math.pi * progress))
-            loss = loss + float(opts["reg_weight"]) * rounding.regularizer(beta)
+            loss = loss + float(opts["reg_weight"]) * rounding.regularizer(h, beta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
