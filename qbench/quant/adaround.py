@@ -11,7 +11,9 @@ after the first ``warmup`` fraction of the iterations (regularizer off before), 
 input in the float network, x^ its input in the network quantized so far (earlier layers already rounded,
 activations quantized: the "asymmetric" reconstruction of the paper's section 5) and Q the layer's own input
 quantizer, so each layer also absorbs the error of the layers before it. Finally h is rounded (V >= 0 -> up)
-and the integer codes go to ``QuantizedLayer.set_weight_q``: every backend deploys exactly these codes.
+and the integer codes go to ``QuantizedLayer.set_weight_q``: every backend deploys exactly these codes. A layer
+whose learned codes reconstruct worse than round-to-nearest on its calibration inputs keeps the RTN codes
+(``quant.adaround_better_than_rtn`` counts the layers whose learned codes were kept).
 
 **QDrop rather than BRECQ.** BRECQ reconstructs whole blocks (residual blocks, mobilenet's inverted residuals),
 which needs each architecture's block boundaries (graph knowledge qbench does not have for arbitrary models)
