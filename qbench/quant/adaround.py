@@ -26,8 +26,11 @@ blocks (a simplification of the paper; the drop is its contribution).
 
 Activation ranges must exist before the reconstruction (Q above): the model is calibrated first (after CLE,
 option ``cle``) and keeps those ranges, so what was optimised is what runs. Iterations default to 300 per layer
-at batch 32 (the paper: 10k-20k) so that mobilenet_v2 / resnet18 on digits take well under 2 minutes on 2 cores;
-the learning rate is higher than the paper's 1e-3 to match.
+at batch 32 (the paper: 10k-20k; lr 1e-2 instead of its 1e-3 to match). Cost on the 2-vCPU Intel Xeon (AVX-512
+VNNI + AMX) this was written on, one thread: mobilenet_v2 (53 layers, 2.2 M weights) 62 s at load ~2.5 and 133 s
+at load ~8; resnet18 (21 layers, 11 M weights: each step's elementwise work on the weights, not the convolutions,
+dominates) 322 s at load ~7, over a 2-minute budget — ``iterations: 100`` took 99 s there and recovered as much
+(98.33 % naive -> 99.72 %, FP32 99.44 %).
 """
 
 from __future__ import annotations
