@@ -10,7 +10,7 @@ from torch import nn
 
 from qbench.config import QuantConfig, TensorQuantConfig
 from qbench.quant.affine import qrange
-from qbench.quant.algorithms import ALGORITHMS, apply_algorithm
+from qbench.quant.algorithms import LINEAR_ALGORITHMS, apply_algorithm
 from qbench.quant.simulate import build_simulated_model, calibrate, quantized_layers
 
 W4_G32 = TensorQuantConfig(bits=4, granularity="per_group", group_size=32, symmetric=True)
@@ -102,7 +102,7 @@ def _conv_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", LINEAR_ALGORITHMS)
 def test_only_linear_layers_change(algorithm: str) -> None:
     fp32 = _conv_net()
     quant = QuantConfig(method="weight_only", weights=TensorQuantConfig(bits=4, granularity="per_channel"))

@@ -110,9 +110,9 @@ def test_gemm_to_matmul_rewrite_is_exact(tmp_path) -> None:
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (("quant=w4a8_pc", "backend=torch_int8"), "int8 x int8"),
+        (("quant=w4a8_pc", "quant.activations.bits=4", "backend=torch_int8"), "int8 x int8"),
         (("quant=w4_wo", "quant.weights.bits=3", "backend=torch_int8"), "3-bit weight-only"),
-        (("quant=w4a8_pc", "backend=onnxruntime"), "int8 only"),
+        (("quant=w4a8_pc", "quant.activations.bits=4", "backend=onnxruntime"), "int8 only"),
         (("backend=onnxruntime", "backend.providers=[TensorrtExecutionProvider]"), "unavailable here (available:"),
     ],
 )

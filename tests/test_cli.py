@@ -49,7 +49,8 @@ def test_ls_lists_groups_and_options(run_qbench) -> None:
     out = run_qbench("ls")
     assert out.returncode == 0
     assert ("quant: dynamic8, fp32, qat_w4a8_pc, qat_w8a8_pc, w3_g128, w4_g128, w4_g128_awq, w4_g128_gptq, w4_wo, "
-            "w4a8_pc, w8_wo, w8a8, w8a8_pc (default), w8a8_smoothquant" in out.stdout)
+            "w4a8_pc, w4a8_pt_adaround, w4a8_pt_cle, w4a8_pt_minmax, w4a8_pt_qdrop, w8_wo, w8a8, w8a8_pc (default), "
+            "w8a8_smoothquant" in out.stdout)
     assert "suite: imagenet, smoke, text, vision" in out.stdout
     one = run_qbench("ls", "model")
     assert one.stdout.split() == ["checkpoint", "digits_cnn", "(default)", "hf", "minilm", "mobilenet_v2", "onnx",

@@ -42,6 +42,18 @@ class DeployContext:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._layers: dict[str, LayerCount] | None = None
 
+    def int8_stored_weights(self) -> dict[str, QuantizedTensor]:
+        """Static W<8 A8 deployed as int8: the simulation's codes, each stored in an int8 (so the packed size
+        counts 8 bits, as the artifact does); empty otherwise (the pipeline then takes the simulation's own)."""
+        from dataclasses import replace
+
+        from qbench.quant.simulate import weight_tensors
+
+        q = self.cfg.quant
+        if q.method not in ("ptq", "qat") or q.weights.bits >= 8 or self.simulated_model is None:
+            return {}
+        return {name: replace(t, storage_bits=8) for name, t in weight_tensors(self.simulated_model).items()}
+
     def layer_counts(self) -> dict[str, LayerCount]:
         """MACs of the FP32 model's compute layers (empty for ONNX-only models), computed once per cell."""
         if self._layers is None:

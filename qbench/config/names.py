@@ -15,7 +15,19 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 ACTIVATION_GRANULARITIES = ("per_tensor", "per_channel")
 OBSERVERS = ("minmax", "percentile", "mse", "histogram")
 METHODS = ("none", "ptq", "dynamic", "weight_only", "qat")
-ALGORITHMS = ("rtn", "gptq", "awq", "smoothquant")
+ALGORITHMS = ("rtn", "gptq", "awq", "smoothquant", "cle", "adaround", "qdrop")
+# quant.algorithm_options of each algorithm and their defaults (qbench/quant/algorithms.py, cle.py, adaround.py)
+_ROUNDING = {"iterations": 300, "batch_size": 32, "lr": 0.01, "reg_weight": 0.01, "warmup": 0.2, "beta_start": 20.0,
+             "beta_end": 2.0, "cle": False, "seed": 0}
+ALGORITHM_DEFAULTS: dict[str, dict[str, object]] = {
+    "rtn": {},
+    "gptq": {"damp": 0.01, "block_size": 128, "act_order": True},
+    "awq": {"grid": 20, "clip": True, "max_rows": 512, "seed": 0},
+    "smoothquant": {"alpha": 0.5},
+    "cle": {"bias_correction": True, "rounds": 20},
+    "adaround": _ROUNDING,
+    "qdrop": {**_ROUNDING, "drop_prob": 0.5},
+}
 FAULTS = ("none", "raise", "abort", "hang", "prepare")
 
 # model sources and the architectures qbench trains itself (qbench/zoo)
@@ -51,3 +63,18 @@ def task_names() -> tuple[str, ...]:
     folders = list(spec.submodule_search_locations or []) if spec else []
     return tuple(sorted(m.name for m in pkgutil.iter_modules(folders)
                         if not m.name.startswith("_") and m.name not in NOT_TASKS))
+
+
+def algorithm_options_error(algorithm: str, options: object) -> str | None:
+    """One line saying what is wrong with ``quant.algorithm`` / ``quant.algorithm_options``, or None. Options of
+    another algorithm are allowed (one options dict can serve a sweep over algorithms); keys no algorithm knows
+    are not."""
+    if algorithm not in ALGORITHMS:
+        return f"quant.algorithm {algorithm!r}: valid values: {', '.join(ALGORITHMS)}"
+    known = {key for defaults in ALGORITHM_DEFAULTS.values() for key in defaults}
+    unknown = sorted(set(options) - known)  # type: ignore[call-overload]
+    if unknown:
+        own = ", ".join(ALGORITHM_DEFAULTS[algorithm]) or "none"
+        return (f"quant.algorithm_options {unknown}: unknown; valid keys for {algorithm}: {own} "
+                f"(all algorithms: {', '.join(sorted(known))})")
+    return None

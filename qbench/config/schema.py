@@ -152,8 +152,10 @@ class QuantConfig:
     # e.g. {"features.0.*": {bits: 8}, "classifier.*": {float: true}}; later patterns win where they overlap
     layers: dict[str, Any] = field(default_factory=dict)
     # how weights are rounded to the grid (qbench/quant/algorithms.py): rtn (round to nearest) | gptq | awq
-    # (error-compensating, weight-only) | smoothquant (activation outliers moved into weights, for W8A8);
-    # options, e.g. {damp: 0.01, block_size: 128} (gptq), {grid: 20} (awq), {alpha: 0.5} (smoothquant)
+    # (error-compensating, weight-only) | smoothquant (activation outliers moved into weights, for W8A8) | cle
+    # (cross-layer equalization + bias correction) | adaround | qdrop (learned rounding, every Conv2d/Linear);
+    # options, e.g. {damp: 0.01, block_size: 128} (gptq), {grid: 20} (awq), {alpha: 0.5} (smoothquant),
+    # {iterations: 300, cle: true} (adaround); each algorithm's options: ALGORITHM_DEFAULTS in config/names.py
     algorithm: str = "rtn"
     algorithm_options: dict[str, Any] = field(default_factory=dict)
     # reproduce this CPU's int8 arithmetic in the simulation (qbench/quant/int8_path.py): none (exact int32),

@@ -28,6 +28,7 @@ from qbench.config.names import (
     STABILITY_METRICS,
     TARGET_ISAS,
     TEXT_DATASETS,
+    algorithm_options_error,
     task_names,
 )
 from qbench.config.schema import ModelConfig, QBenchConfig
@@ -133,6 +134,15 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     if q.algorithm == "smoothquant" and q.method not in ("ptq", "dynamic"):
         raise ConfigError(f"quant.algorithm=smoothquant moves activation outliers into the weights for W8A8: "
                           f"quant.method={q.method} quantizes no activations (use ptq or dynamic)")
+    if q.algorithm in ("cle", "adaround") and q.method not in ("ptq", "weight_only"):
+        raise ConfigError(f"quant.algorithm={q.algorithm}: a post-training algorithm; quant.method={q.method} "
+                          "(use ptq or weight_only)")
+    if q.algorithm == "qdrop" and q.method != "ptq":
+        raise ConfigError(f"quant.algorithm=qdrop drops activation quantization while it reconstructs: "
+                          f"quant.method={q.method} has no static activation quantization (use ptq)")
+    message = algorithm_options_error(q.algorithm, q.algorithm_options)
+    if message:
+        raise ConfigError(message)
     try:
         check_overrides(q)
     except LayerOverrideError as exc:

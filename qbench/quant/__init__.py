@@ -29,7 +29,8 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     stats: dict[str, float] = {}
     if quant.algorithm != "rtn":
         model, stats = _cached_algorithm(model, quant, splits, samples, cache_key)
-    if quant.method in ("ptq", "qat"):
+    # AdaRound / QDrop calibrate before they reconstruct and keep those ranges (what was optimised is what runs)
+    if quant.method in ("ptq", "qat") and not _calibrated(model):
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))
     if quant.method == "qat":
         from qbench.quant.qat import cached_qat
@@ -41,11 +42,20 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     return model, stats
 
 
+def _calibrated(model: nn.Module) -> bool:
+    from qbench.quant.simulate import quantized_layers
+
+    static = [layer.input_quantizer for layer in quantized_layers(model)
+              if layer.input_quantizer is not None and not layer.input_quantizer.dynamic]
+    return bool(static) and all(q.calibrated for q in static)
+
+
 def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, samples: int,
                       cache_key: str | None) -> tuple[nn.Module, dict[str, float]]:
-    """GPTQ/AWQ/SmoothQuant on ``model``, once per (model, calibration data, scheme, quantized layers) when the model
-    has a ``cache_key``: the cells that deploy one scheme to several backends compute it once (GPTQ on SmolLM2:
-    ~60 s). Its cost figures stay the computing run's; ``quant.algorithm_cached`` says whether it was loaded."""
+    """The algorithm (GPTQ, AWQ, SmoothQuant, CLE, AdaRound, QDrop) on ``model``, once per (model, calibration
+    data, scheme, quantized layers) when the model has a ``cache_key``: the cells that deploy one scheme to several
+    backends compute it once (GPTQ on SmolLM2: ~60 s). Its cost figures stay the computing run's;
+    ``quant.algorithm_cached`` says whether it was loaded."""
     import hashlib
     import json
     from dataclasses import asdict

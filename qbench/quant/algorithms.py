@@ -8,6 +8,10 @@ after its weights were RTN-quantized and before its activation quantizers are ca
 - ``smoothquant`` (Xiao et al. 2022): s = max|x|^alpha / max|W|^(1-alpha) moves activation outliers into
                   the weight, for static W8A8.
 
+``cle``, ``adaround`` and ``qdrop`` (convolutional models: every quantized Conv2d/Linear, sequential passes) are
+dispatched from here to :mod:`qbench.quant.cle` and :mod:`qbench.quant.adaround`; what follows is about the four
+Linear algorithms.
+
 Only QuantizedLayers wrapping an nn.Linear with a weight spec are changed; the grid (bits, granularity, group
 size, symmetric, observer) is the layer's own, so the codes of ``weight_q`` are what an integer kernel runs.
 
@@ -44,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qbench.config.names import ALGORITHM_DEFAULTS, algorithm_options_error
 from qbench.quant.affine import (
     QuantizedTensor,
     code_dtype,
@@ -58,14 +63,11 @@ from qbench.quant.affine import (
 from qbench.quant.observers import estimate_range
 from qbench.quant.simulate import QuantizedLayer, quantized_layers
 
-ALGORITHMS = ("rtn", "gptq", "awq", "smoothquant")
 # options of each algorithm and their defaults (quant.algorithm_options)
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "rtn": {},
-    "gptq": {"damp": 0.01, "block_size": 128, "act_order": True},
-    "awq": {"grid": 20, "clip": True, "max_rows": 512, "seed": 0},
-    "smoothquant": {"alpha": 0.5},
-}
+DEFAULTS: dict[str, dict[str, Any]] = ALGORITHM_DEFAULTS
+# the Linear / LLM-oriented algorithms of this module; cle, adaround and qdrop (convolutional models, every
+# Conv2d/Linear) are in qbench/quant/cle.py and qbench/quant/adaround.py
+LINEAR_ALGORITHMS = ("rtn", "gptq", "awq", "smoothquant")
 
 
 def apply_algorithm(model: nn.Module, algorithm: str, options: Mapping[str, Any],
@@ -78,16 +80,16 @@ def apply_algorithm(model: nn.Module, algorithm: str, options: Mapping[str, Any]
 
     Options unknown to ``algorithm`` but known to another algorithm are ignored (one options dict can serve a
     sweep over algorithms); options no algorithm knows are an error."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"quant.algorithm {algorithm!r}: valid values: {', '.join(ALGORITHMS)}")
-    known = {key for defaults in DEFAULTS.values() for key in defaults}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"quant.algorithm_options {unknown}: valid keys: {sorted(known)}")
+    message = algorithm_options_error(algorithm, options)
+    if message:
+        raise ValueError(message)
     if algorithm == "rtn":
         return {}
     opts = {key: options.get(key, default) for key, default in DEFAULTS[algorithm].items()}
     start = time.perf_counter()
+    if algorithm not in LINEAR_ALGORITHMS:
+        return {**_convolutional(model, algorithm, opts, batches), "quant.algorithm_s": time.perf_counter() - start,
+                "quant.algorithm_samples": float(sum(len(batch[0]) for batch in batches))}
     layers = [layer for layer in quantized_layers(model)
               if layer.weight_spec is not None and isinstance(layer.layer, nn.Linear)]
     if any(layer.input_smoothing is not None for layer in layers):
@@ -123,6 +125,21 @@ def apply_algorithm(model: nn.Module, algorithm: str, options: Mapping[str, Any]
                 iterations += 1
     return {"quant.algorithm_s": time.perf_counter() - start, "quant.algorithm_samples": float(samples),
             "quant.algorithm_iterations": float(iterations)}
+
+
+def _convolutional(model: nn.Module, algorithm: str, opts: Mapping[str, Any],
+                   batches: Sequence[tuple[torch.Tensor, ...]]) -> dict[str, float]:
+    """cle / adaround / qdrop on every quantized Conv2d/Linear (their modules' docstrings say how)."""
+    from qbench.quant.adaround import apply_adaround
+    from qbench.quant.cle import apply_cle
+
+    with _single_thread():  # bias correction's partial passes took 90 s instead of 3 s on two busy threads
+        if algorithm == "cle":
+            stats = apply_cle(model, batches, bias_correct=bool(opts["bias_correction"]), rounds=int(opts["rounds"]))
+            return {**stats, "quant.algorithm_iterations": stats["quant.cle_rounds"]}
+        stats = apply_cle(model, batches, bias_correct=False) if opts["cle"] else {}
+        drop = float(opts["drop_prob"]) if algorithm == "qdrop" else 0.0
+        return {**stats, **apply_adaround(model, batches, opts, drop)}
 
 
 @contextmanager

@@ -350,6 +350,20 @@ def unwrap_simulated(model: nn.Module) -> nn.Module:
     return plain.eval()
 
 
+def snapped_float_model(model: nn.Module) -> nn.Module:
+    """A plain float copy of a simulated model whose quantized layers hold their *dequantized codes* (codes x
+    scale): a runtime that quantizes it again with the same scales and round-to-nearest gets back exactly the
+    simulation's codes — also those AdaRound/QDrop rounded the other way, which re-rounding the float weight
+    would lose. What ONNX Runtime's quantizer is given for cells whose algorithm chose the codes."""
+    plain = copy.deepcopy(model)
+    for layer in quantized_layers(plain):
+        if layer.weight_q is not None:
+            with torch.no_grad():
+                layer.layer.weight.copy_(layer.weight_q.dequantize().to(layer.layer.weight.dtype))
+        plain.set_submodule(layer.name, layer.layer)
+    return plain.eval()
+
+
 def weight_tensors(model: nn.Module) -> dict[str, QuantizedTensor]:
     """Quantized weight of every quantized layer, by layer name."""
     return {layer.name: layer.weight_q for layer in quantized_layers(model) if layer.weight_q is not None}

@@ -5,7 +5,13 @@
   ``quant.activations.observer``: minmax -> MinMax, histogram -> Entropy, percentile -> Percentile. ORT has
   no MSE calibrator and no weight observers besides min/max: for those, and for QAT's learned scales, qbench's
   own scale/zero point are handed to ORT through its ``TensorQuantOverrides`` option (tag
-  ``ort.activation_qparams`` / ``ort.weight_qparams`` says which was used).
+  ``ort.activation_qparams`` / ``ort.weight_qparams`` says which was used). Weights under 8 bits (W4A8) deploy
+  as int8 QDQ whose codes lie in the 4-bit range (qbench's scale, so the codes are the simulation's): the kernels
+  are int8, the artifact stores int8 (tag ``ort.weight_codes``; packed size counts 8 bits), and u8 x s8 pairs of
+  such codes cannot saturate int16 on any ISA (2 x 255 x 63 < 32767 up to 7 bits).
+- ``quant.algorithm`` cle / adaround / qdrop (static): the simulated model's float network with its dequantized
+  codes is exported (not the FP32 reference) and quantized with qbench's weight and activation scales, so ORT
+  runs the codes the algorithm chose (``qbench.quant.simulate.snapped_float_model``).
 - ``dynamic``: ``quantize_dynamic`` (ConvInteger / MatMulInteger + DynamicQuantizeLinear, u8 activations).
 - ``weight_only``: ``MatMulNBitsQuantizer`` (4-bit, block size = ``group_size``) on MatMul; qbench first
   rewrites Gemm as MatMul + Add because the quantizer skips Gemm. Convolutions stay float (op mix says so).
@@ -29,6 +35,9 @@ if TYPE_CHECKING:
 
 # qbench's activation observers -> ORT's calibrators
 CALIBRATORS = {"minmax": "MinMax", "histogram": "Entropy", "percentile": "Percentile"}
+# algorithms whose result is integer codes on each layer's own grid (and float weights/biases/ReLU6 bounds changed
+# by CLE): deployed from the simulated model's dequantized codes with qbench's scales (deploy.py)
+CODE_ALGORITHMS = ("cle", "adaround", "qdrop")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -45,9 +54,12 @@ class OnnxRuntimeBackend(Backend):
         missing = [p for p in cfg.backend.providers if p not in available]
         if missing:
             return f"execution provider(s) {', '.join(missing)} unavailable here (available: {', '.join(available)})"
-        if cfg.quant.algorithm != "rtn":
+        if cfg.quant.algorithm not in ("rtn", *CODE_ALGORITHMS):
             return (f"quant.algorithm={cfg.quant.algorithm}: ONNX Runtime's quantizers round the exported FP32 weights "
                     "themselves (and AWQ/SmoothQuant's 1/s input scale is not exported): torch and torch_int8 run it")
+        if cfg.quant.algorithm in CODE_ALGORITHMS and cfg.quant.method == "weight_only":
+            return (f"quant.algorithm={cfg.quant.algorithm} weight-only: MatMulNBitsQuantizer computes its own scales "
+                    "and rounds again (static W8A8/W4A8 deploys the algorithm's codes)")
         if cfg.model.source == "hf":
             return "transformers models are not exported to ONNX by qbench yet (text runs on torch and torch_int8)"
         if cfg.backend.device != "cpu":
@@ -75,9 +87,9 @@ class OnnxRuntimeBackend(Backend):
         if cfg.backend.int8_path == "u8u8" and not w.symmetric:
             return "int8_path=u8u8 stores qbench's symmetric weight grid as u8 (zero point 128): symmetric weights only"
         if q.method in ("ptq", "qat"):
-            if w.bits != 8 or a.bits != 8:
+            if w.bits > 8 or a.bits != 8:
                 return (f"W{w.bits}A{a.bits}: ONNX Runtime's CPU kernels for static quantization are int8 only "
-                        "(QDQ with other widths would run dequantized in float)")
+                        "(QDQ with other widths would run dequantized in float; W<8 A8 deploys as int8 codes)")
             if w.granularity == "per_group":
                 return "per-group weights: no int8 blocked-weight convolution/gemm kernel in ONNX Runtime (CPU)"
             if a.granularity != "per_tensor":

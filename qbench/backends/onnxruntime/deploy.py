@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from qbench.backends.deployment import DeployContext, Deployment
+from qbench.backends.onnxruntime import CODE_ALGORITHMS
 from qbench.backends.onnxruntime.export import cached_reference_export, export_onnx
 from qbench.backends.onnxruntime.quantize import (
     feed_names,
@@ -32,7 +33,7 @@ def deploy(ctx: DeployContext) -> Deployment:
     import onnxruntime as ort
 
     from qbench.measure.opmix import onnx_op_mix
-    from qbench.quant.simulate import fold_batchnorm, unwrap_simulated
+    from qbench.quant.simulate import fold_batchnorm, snapped_float_model, unwrap_simulated
 
     cfg = ctx.cfg
     method = cfg.quant.method
@@ -45,6 +46,11 @@ def deploy(ctx: DeployContext) -> Deployment:
         assert ctx.simulated_model is not None
         float_path = export_onnx(unwrap_simulated(ctx.simulated_model), shape, ctx.workdir / "model_qat_float.onnx",
                                  cfg.backend.onnx_opset)
+    elif cfg.quant.algorithm in CODE_ALGORITHMS and method != "none":
+        # the algorithm's codes (and CLE's rescaled weights, corrected biases, per-channel ReLU6 bounds)
+        assert ctx.simulated_model is not None
+        float_path = export_onnx(snapped_float_model(ctx.simulated_model), shape,
+                                 ctx.workdir / "model_codes_float.onnx", cfg.backend.onnx_opset)
     else:
         float_path = cached_reference_export(cfg.model, cfg.dataset, lambda: fold_batchnorm(ctx.fp32_model), shape,
                                              cfg.backend.onnx_opset)
@@ -87,7 +93,7 @@ def deploy(ctx: DeployContext) -> Deployment:
         return {name: torch.from_numpy(np.asarray(value)) for name, value in zip(names, result, strict=True)}
 
     return Deployment(kernel=kernel, prepare=prepare, run=run, outputs=outputs, artifacts=[deployed], tags=tags,
-                      metrics=metrics, runtime=session)
+                      metrics=metrics, runtime=session, quantized_weights=ctx.int8_stored_weights())
 
 
 def _kernel(method: str, cfg: QBenchConfig, mix: dict[str, float]) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qbench.backends.onnxruntime import CALIBRATORS
+from qbench.backends.onnxruntime import CALIBRATORS, CODE_ALGORITHMS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -99,8 +99,12 @@ def quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str]) 
     sim = ctx.simulated_model
     u8_weights = ctx.int8_path == "u8u8" or not w.symmetric
     # 7-bit (reduce range) and u8u8 weights are qbench's grid: ORT's own min/max would pick other codes
-    inject_weights = (q.method == "qat" or w.observer != "minmax" or w.bits != 8 or ctx.int8_path == "u8u8")
-    inject_acts = q.method == "qat" or a.observer not in CALIBRATORS
+    # an algorithm's codes are not ORT's min/max rounding of anything, and its activation ranges are the ones it
+    # was optimised with (AdaRound/QDrop calibrate before they reconstruct)
+    algorithm = q.algorithm in CODE_ALGORITHMS
+    inject_weights = (q.method == "qat" or w.observer != "minmax" or w.bits != 8 or ctx.int8_path == "u8u8"
+                      or algorithm)
+    inject_acts = q.method == "qat" or a.observer not in CALIBRATORS or algorithm
     if (inject_weights or inject_acts) and sim is not None:
         overrides = _qbench_overrides(sim, float_path, weights=inject_weights, activations=inject_acts,
                                       activation_type=QuantType.QInt8 if a.symmetric else QuantType.QUInt8,
@@ -127,6 +131,8 @@ def quantize_static(ctx: DeployContext, float_path: Path, tags: dict[str, str]) 
         calibrate_method=getattr(CalibrationMethod, calibrator), extra_options=extra,
     )
     tags["ort.quantization"] = "static-qdq"
+    if w.bits < 8:
+        tags["ort.weight_codes"] = f"{w.bits}-bit codes stored in int8 (int8 kernels)"
     return out
 
 

@@ -65,8 +65,9 @@ class TorchInt8Backend(Backend):
                     "path only (torch.ao's static and dynamic modules take the weights alone)")
         if cfg.backend.int8_path == "u8u8":
             return "int8_path=u8u8: PyTorch's quantized kernels take s8 weights (u8u8 is an ONNX Runtime path)"
-        if w.bits != 8 or a.bits != 8:
-            return f"W{w.bits}A{a.bits}: PyTorch's quantized CPU kernels are int8 x int8 (W4A4, W4A8 are not)"
+        if (w.bits != 8 or a.bits != 8) and not (q.method in ("ptq", "qat") and w.bits < 8 and a.bits == 8):
+            return (f"W{w.bits}A{a.bits}: PyTorch's quantized CPU kernels are int8 x int8 (static W<8 A8 deploys "
+                    "as int8 codes; W4A4 and dynamic W4A8 do not)")
         if w.granularity == "per_group":
             return "per-group weights: PyTorch's quantized Conv/Linear take per-tensor or per-channel scales"
         if not w.symmetric:

@@ -80,7 +80,7 @@ def deploy(ctx: DeployContext) -> Deployment:
         return {name: t.float() for name, t in module_outputs(result).items()}
 
     return Deployment(kernel=kernel, prepare=prepare, run=run, outputs=outputs, artifacts=[artifact], tags=tags,
-                      metrics=metrics, runtime=model)
+                      metrics=metrics, runtime=model, quantized_weights=ctx.int8_stored_weights())
 
 
 def _set_engine(engine: str) -> None:
@@ -151,10 +151,11 @@ def _static(ctx: DeployContext) -> tuple[nn.Module, dict[str, str]]:
         injected_acts, shared = _inject_activation_ranges(prepared, sim_layers)
         converted = convert_fx(prepared)
     injected_weights = _inject_weights(converted, sim_layers)
-    return converted, {
-        "torch.quantization_api": "torch.ao.quantization.quantize_fx",
-        "torch.injected": f"weights={injected_weights},activations={injected_acts},shared_kept={shared}",
-    }
+    tags = {"torch.quantization_api": "torch.ao.quantization.quantize_fx",
+            "torch.injected": f"weights={injected_weights},activations={injected_acts},shared_kept={shared}"}
+    if q.weights.bits < 8:  # the simulation's 4-bit codes, each in a qint8 (fbgemm/oneDNN int8 kernels)
+        tags["torch.weight_codes"] = f"{q.weights.bits}-bit codes stored in int8 (int8 kernels)"
+    return converted, tags
 
 
 def _excluded(ctx: DeployContext, sim_layers: dict[str, QuantizedLayer]) -> list[str]:
