@@ -31,6 +31,7 @@ from typing import IO
 
 log = logging.getLogger("qbench")
 
+SERVER_MODULE = "qbench.worker.forkserver"
 MAX_SERVERS = 2
 READY_TIMEOUT_S = 300.0
 
@@ -50,6 +51,8 @@ def supported() -> str | None:
 
 class ForkedCell:
     """A cell forked by the server, with the part of ``subprocess.Popen`` the runner uses."""
+
+    forked = True
 
     def __init__(self, server: ForkServer, pid: int, status_r: int) -> None:
         self.server, self.pid, self._status_r = server, pid, status_r
@@ -86,7 +89,7 @@ class ForkServer:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the server; closed in close())
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "qbench.worker.forkserver", str(theirs.fileno())], env=env,
+                [sys.executable, "-m", SERVER_MODULE, str(theirs.fileno())], env=env,
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
             )
         finally:
@@ -106,8 +109,9 @@ class ForkServer:
             ready = select.select([self.sock], [], [], timeout)[0]
             data = self.sock.recv(4096) if ready else b""
             if not data:
+                reason = self._why(ready, timeout)
                 self.close()
-                raise ServerUnavailable(self._why(ready, timeout))
+                raise ServerUnavailable(reason)
             self.pid = int(json.loads(data)["ready"])
 
     def _why(self, ready: list, timeout: float) -> str:

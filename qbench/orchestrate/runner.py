@@ -111,10 +111,13 @@ def spawn_worker(
             proc.wait()
             raise
     code = proc.returncode
+    how = {"worker.start": "fork" if getattr(proc, "forked", False) else "spawn"}  # how the cell's process began
     if error is None and result_path.is_file():
         import json
 
-        return CellResult.from_json(json.loads(result_path.read_text()))
+        result = CellResult.from_json(json.loads(result_path.read_text()))
+        result.tags.update(how)
+        return result
     if error is None:
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
@@ -128,7 +131,7 @@ def spawn_worker(
         status="failed", cell=qconfig.cell_name(cfg), cell_hash=cell_hash,
         error=error + (f"; last log lines: {tail}" if tail else ""),
         started_at=started, ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        artifacts=[str(log_path)],
+        artifacts=[str(log_path)], tags=how,
     )
 
 
