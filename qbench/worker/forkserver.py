@@ -80,9 +80,10 @@ def serve(sock: socket.socket) -> int:
         log_fd, status_w = fds
         sys.stdout.flush()
         sys.stderr.flush()
+        server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child_main(request, sock, log_fd, [status_w, wake_r, wake_w, *children.values()], file_pages)
+            _child_main(request, sock, log_fd, [status_w, wake_r, wake_w, *children.values()], file_pages, server_pid)
         os.close(log_fd)
         children[pid] = status_w
         sock.send(json.dumps({"pid": pid}).encode())
@@ -116,8 +117,8 @@ def resident_file_pages() -> list[tuple[int, int]] | None:
         with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
             for line in maps:
                 fields = line.split()
-                if len(fields) < 6 or fields[4] == "0" or not fields[1].startswith("r"):
-                    continue  # anonymous, [heap]/[stack]/..., or unreadable
+                if len(fields) < 6 or fields[4] == "0" or fields[1][0] != "r" or fields[5].startswith("/dev/"):
+                    continue  # anonymous, [heap]/[stack]/..., unreadable, or a device (reading one may act)
                 start, end = (int(x, 16) for x in fields[0].split("-"))
                 pagemap.seek(start // _PAGE * 8)
                 entries = memoryview(pagemap.read((end - start) // _PAGE * 8)).cast("Q")
@@ -144,11 +145,11 @@ def touch_pages(runs: list[tuple[int, int]]) -> None:
 
 
 def _child_main(request: dict, sock: socket.socket, log_fd: int, inherited: list[int],
-                file_pages: list[tuple[int, int]] | None) -> None:
+                file_pages: list[tuple[int, int]] | None, server_pid: int) -> None:
     """The forked cell: a clean process state, then the worker's own entry point; never returns."""
     code = 1
     try:
-        code = _child(request, sock, log_fd, inherited, file_pages)
+        code = _child(request, sock, log_fd, inherited, file_pages, server_pid)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -163,7 +164,7 @@ def _child_main(request: dict, sock: socket.socket, log_fd: int, inherited: list
 
 
 def _child(request: dict, sock: socket.socket, log_fd: int, inherited: list[int],
-           file_pages: list[tuple[int, int]] | None) -> int:
+           file_pages: list[tuple[int, int]] | None, server_pid: int) -> int:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a spawned worker
@@ -171,7 +172,6 @@ def _child(request: dict, sock: socket.socket, log_fd: int, inherited: list[int]
     for fd in inherited:  # the server's pipes and the other cells' status pipes
         with contextlib.suppress(OSError):
             os.close(fd)
-    server = os.getppid()
     with contextlib.suppress(OSError, AttributeError):  # die with the server (which dies with the orchestrator)
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -180,7 +180,7 @@ def _child(request: dict, sock: socket.socket, log_fd: int, inherited: list[int]
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    if os.getppid() != server:
+    if os.getppid() != server_pid:  # the server died before the death signal was armed
         print("qbench.worker.forkserver: the fork server is gone; exiting", file=sys.stderr)
         return 3
     if file_pages is None:
