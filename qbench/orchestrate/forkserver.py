@@ -222,6 +222,8 @@ def shutdown() -> None:
     deadline = time.monotonic() + 10
     for server in servers:
         server.sock.close()
+        if server.pid is None:  # still importing, never used: not worth waiting for
+            server.proc.kill()
     for server in servers:
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.proc.wait(timeout=max(0.1, deadline - time.monotonic()))

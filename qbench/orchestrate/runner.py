@@ -1,4 +1,4 @@
-"""The orchestrating side of a cell: capability check, one-time preparation, the spawned worker,
+"""The orchestrating side of a cell: capability check, one-time preparation, the cell's own process,
 the local record, then MLflow. Runs inside Hydra's task function, so any Hydra launcher can run it.
 
 Each cell's measurements run in a process of their own, so peak RSS, thread pools and crashes cannot leak
