@@ -2,7 +2,8 @@
 
 Runs a suite twice (the first run trains/exports what is missing; the second, with ``resume=false``, is
 the warm one that is measured) and splits its wall time: measurement windows (latency, throughput,
-energy), accuracy evaluation, loading and quantizing, worker start-up (interpreter + imports), MLflow
+energy), accuracy evaluation, loading and quantizing, worker start-up (a fork of the fork server, or with
+``suite.fork_server=false`` a fresh interpreter + imports), MLflow
 logging, and the sweeper itself (planning, composing configs, summary).
 
     python benchmarks/overhead.py [--suite smoke] [ARGS passed to qbench run ...]
@@ -49,7 +50,8 @@ def main() -> None:
         ["accuracy + fidelity evaluation", f"{accuracy:.1f}", f"{accuracy / wall * 100:.1f} %"],
         ["data + model load, quantize, deploy (export, ORT tools)", f"{load:.1f}", f"{load / wall * 100:.1f} %"],
         ["rest of the cell (fingerprint, sizes, op counts)", f"{other_cell:.1f}", f"{other_cell / wall * 100:.1f} %"],
-        ["worker start-up (fresh interpreter, imports)", f"{startup:.1f}", f"{startup / wall * 100:.1f} %"],
+        ["worker start-up (fork of the fork server, or fresh interpreter + imports)", f"{startup:.1f}",
+         f"{startup / wall * 100:.1f} %"],
         ["MLflow logging", f"{tracking:.1f}", f"{tracking / wall * 100:.1f} %"],
         ["sweeper (plan, compose, summary, parent run)", f"{sweeper:.1f}", f"{sweeper / wall * 100:.1f} %"],
         ["**suite wall time**", f"**{wall:.1f}**", "100 %"],

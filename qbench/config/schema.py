@@ -325,6 +325,9 @@ class SuiteConfig:
     parent_run_id: str | None = None
     # cells the launcher runs at once on this host (joblib n_jobs): > 1 tags latency as contended
     parallel_jobs: int = 1
+    # cells run as forks of a server that has imported torch/onnxruntime (qbench/orchestrate/forkserver.py) instead
+    # of a fresh interpreter each; false, off Linux, or when the server cannot start: spawned workers
+    fork_server: bool = True
     # regression gates of `qbench check` (not part of the cell hash: `suite` is not semantic)
     check: CheckConfig = field(default_factory=CheckConfig)
 

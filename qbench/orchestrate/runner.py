@@ -1,8 +1,10 @@
-"""The orchestrating side of a cell: capability check, one-time preparation, the spawned worker,
+"""The orchestrating side of a cell: capability check, one-time preparation, the cell's own process,
 the local record, then MLflow. Runs inside Hydra's task function, so any Hydra launcher can run it.
 
-Each cell's measurements run in a freshly *spawned* interpreter (``python -m qbench.worker``), never a
-fork, so peak RSS, thread pools and crashes cannot leak between cells.
+Each cell's measurements run in a process of their own, so peak RSS, thread pools and crashes cannot leak
+between cells: a fresh fork of the fork server (:mod:`qbench.orchestrate.forkserver`, ``suite.fork_server``,
+default on Linux), which has imported torch but run nothing, or a freshly *spawned* interpreter
+(``python -m qbench.worker``) where the server is off or cannot start.
 """
 
 from __future__ import annotations
@@ -59,20 +61,39 @@ def _worker_env(cfg: qconfig.QBenchConfig) -> dict[str, str]:
     return {**worker_env(cfg, dict(os.environ)), PARENT_PID_ENV: str(os.getpid())}
 
 
+def _start_worker(cfg: qconfig.QBenchConfig, cell_dir: Path, log_file: Any) -> Any:
+    """A forked cell (``suite.fork_server``) or, where that is off or unavailable, a spawned interpreter; both
+    answer ``poll``/``kill``/``wait``/``returncode`` like ``subprocess.Popen``."""
+    env = _worker_env(cfg)
+    if cfg.suite.fork_server:
+        from qbench.orchestrate.forkserver import fork_cell
+
+        forked = fork_cell([str(cell_dir)], env, log_file)
+        if forked is not None:
+            return forked
+    return subprocess.Popen([sys.executable, "-m", "qbench.worker", str(cell_dir)], stdout=log_file,
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def prestart_fork_server(cfg: qconfig.QBenchConfig) -> None:
+    """Start the fork server for this cell's environment now, so its imports overlap the orchestrator's work."""
+    if cfg.suite.fork_server:
+        from qbench.orchestrate.forkserver import prestart
+
+        prestart(_worker_env(cfg))
+
+
 def spawn_worker(
     cfg: qconfig.QBenchConfig, cell_dir: Path, cell_hash: str, on_wait: Callable[[], None] | None = None
 ) -> CellResult:
-    """Run the cell in a fresh interpreter; a crash, non-zero exit or timeout becomes a failed result."""
+    """Run the cell in a process of its own; a crash, non-zero exit or timeout becomes a failed result."""
     log_path = cell_dir / "worker.log"
     result_path = cell_dir / "result.json"
     result_path.unlink(missing_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     timeout = cfg.measure.timeout_s
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qbench.worker", str(cell_dir)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=_worker_env(cfg),
-        )
+        proc = _start_worker(cfg, cell_dir, log_file)
         deadline = time.monotonic() + timeout
         error = None
         try:
@@ -90,14 +111,19 @@ def spawn_worker(
             proc.wait()
             raise
     code = proc.returncode
+    how = {"worker.start": "fork" if getattr(proc, "forked", False) else "spawn"}  # how the cell's process began
     if error is None and result_path.is_file():
         import json
 
-        return CellResult.from_json(json.loads(result_path.read_text()))
+        result = CellResult.from_json(json.loads(result_path.read_text()))
+        result.tags.update(how)
+        return result
     if error is None:
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             error = f"worker crashed: killed by signal {name}"
+            if getattr(proc, "lost", False):
+                error += " (its fork server exited)"
         else:
             error = f"worker exited with code {code} without a result"
     tail = _tail(log_path)
@@ -105,7 +131,7 @@ def spawn_worker(
         status="failed", cell=qconfig.cell_name(cfg), cell_hash=cell_hash,
         error=error + (f"; last log lines: {tail}" if tail else ""),
         started_at=started, ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        artifacts=[str(log_path)],
+        artifacts=[str(log_path)], tags=how,
     )
 
 

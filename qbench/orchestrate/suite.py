@@ -31,6 +31,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qbench import config as qconfig
+from qbench.orchestrate.runner import prestart_fork_server
 from qbench.record import RECORD_NAME, CellResult, cell_dir, make_record, read_record, write_record
 from qbench.storage import write_json_atomic
 from qbench.track.mlflow_tracker import run_params
@@ -218,6 +219,8 @@ class SuiteSweeper(Sweeper):
 
             print_plan(name, planned)
             return []
+        if planned and _is_sequential(self.launcher):  # cells run in this process: its fork server imports now
+            prestart_fork_server(planned[0].cfg)
         results_dir = Path(self.config.results_dir)
         state_store = SuiteState(results_dir, name, suite_key(name, arguments, self.params))
         state = state_store.start(bool(self.config.resume), {"suite": name, "arguments": arguments})

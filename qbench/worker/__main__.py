@@ -49,7 +49,11 @@ def die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     die_with_parent()
-    argv = sys.argv[1:] if argv is None else argv
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+def run(argv: list[str]) -> int:
+    """The worker's work in this process (a spawned interpreter, or a child of :mod:`qbench.worker.forkserver`)."""
     if argv[0] == "--check":
         return _check(Path(argv[1]))
     prepare = argv[0] == "--prepare"
@@ -83,7 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
     write_json_atomic(workdir / "result.json", result.to_json())
+    _log_threads_in_effect()
     return 0 if result.status == "finished" else 1
+
+
+def _log_threads_in_effect() -> None:
+    """What the measuring pools really were (not what the config asked for): isolation tests read it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        logging.getLogger("qbench").info(
+            "threads in effect: torch intra-op %d, inter-op %d; OMP_NUM_THREADS=%s", torch.get_num_threads(),
+            torch.get_num_interop_threads(), os.environ.get("OMP_NUM_THREADS"))
 
 
 def _check(request: Path) -> int:
