@@ -14,7 +14,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-from suite_cells import SMOKE_CELLS
+from suite_cells import SMOKE_CELLS, SMOKE_TORCH, SMOKE_TORCH_CELLS
 
 from qbench import __version__
 from qbench.config import paths
@@ -50,11 +50,11 @@ def _runner(cwd: Path, cache: Path) -> Callable[..., subprocess.CompletedProcess
 def store(qbench_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
     cwd = tmp_path_factory.mktemp("check")
     qbench = _runner(cwd, qbench_cache)
-    first = qbench("run", "+suite=smoke")
+    first = qbench("run", "+suite=smoke", SMOKE_TORCH)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     update = qbench("baseline", "update", "--suite", "smoke", "--baselines-dir", "baselines")
     assert update.returncode == 0, update.stderr
-    worse = qbench("run", "+suite=smoke", WORSENING_OVERRIDE)
+    worse = qbench("run", "+suite=smoke", SMOKE_TORCH, WORSENING_OVERRIDE)
     assert worse.returncode == 0, worse.stdout[-3000:] + worse.stderr[-3000:]
     return Store(cwd, qbench, json.loads((cwd / "baselines" / "smoke.json").read_text()), update)
 
@@ -72,7 +72,8 @@ def _findings(stdout: str, outcome: str) -> list[str]:
 def test_baseline_update_records_every_cell_host_and_version(store: Store) -> None:
     base = store.baseline
     assert base["suite"] == "smoke" and base["qbench_version"] == __version__ and base["schema_version"] == 1
-    assert set(base["cells"]) == SMOKE_CELLS and all(c["status"] == "finished" for c in base["cells"].values())
+    assert set(base["cells"]) == SMOKE_TORCH_CELLS
+    assert all(c["status"] == "finished" for c in base["cells"].values())
     host = base["host"]
     assert host["host_id"] and host["cpu"] and host["torch"]
     assert {c["host_id"] for c in base["cells"].values()} == {host["host_id"]}
@@ -95,7 +96,7 @@ def test_a_run_checked_against_a_baseline_made_from_itself_passes(store: Store) 
     root = ET.parse(store.cwd / "self" / "junit.xml").getroot()
     cases = root.findall("./testsuite/testcase")
     assert len(cases) == n_gates and not root.findall(".//failure")
-    assert {c.get("classname") for c in cases} == {f"smoke.{c}" for c in SMOKE_CELLS} | {"smoke.(suite)"}
+    assert {c.get("classname") for c in cases} == {f"smoke.{c}" for c in SMOKE_TORCH_CELLS} | {"smoke.(suite)"}
     assert (store.cwd / "self" / "summary.md").read_text().startswith("# qbench check: smoke")
 
 
@@ -165,7 +166,7 @@ def test_usage_errors_are_one_line_exit_2(store: Store, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_check_after_baseline_update_passes_on_a_rerun(qbench_cache: Path, tmp_path: Path) -> None:
     qbench = _runner(tmp_path, qbench_cache)
-    assert qbench("run", "+suite=smoke").returncode == 0
+    assert qbench("run", "+suite=smoke").returncode == 0  # the whole suite: every backend's cells
     assert qbench("baseline", "update", "--suite", "smoke", "--baselines-dir", "b").returncode == 0
     assert qbench("run", "+suite=smoke", "resume=false").returncode == 0
     out = qbench("check", "--suite", "smoke", "--baselines-dir", "b")

@@ -89,7 +89,7 @@ def test_reference_model_on_imagefolder_fails_preflight(run_qbench, tmp_path, im
                 "dataset.name=imagefolder has none")
     data = ("model=resnet18", "dataset=imagefolder", f"dataset.root={image_folder}", "dataset.split=val")
     _assert_usage_error(run_qbench("run", *data, *QUICK), expected, tmp_path)
-    suite = run_qbench("run", "+suite=smoke", *data, "tracking=none")
+    suite = run_qbench("run", "+suite=smoke", "backend=torch", *data, "tracking=none")
     assert suite.returncode == 2 and expected in suite.stdout + suite.stderr, suite.stdout[-2000:]
     assert not list(tmp_path.glob("results/suites/*/*/run-*/cells/*/record.json"))
 

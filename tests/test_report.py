@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
-from suite_cells import SMOKE_CELLS
+from suite_cells import SMOKE_TORCH, SMOKE_TORCH_CELLS
 
 if TYPE_CHECKING:
     from qbench.report.plots import Plot
@@ -34,7 +34,7 @@ def _qbench(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: f
 def smoke(qbench_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """One ``qbench run +suite=smoke`` shared by the tests of this module; its MLflow runs read back."""
     cwd = tmp_path_factory.mktemp("report-smoke")
-    out = _qbench(cwd, "run", "+suite=smoke", env={"QBENCH_CACHE": str(qbench_cache)})
+    out = _qbench(cwd, "run", "+suite=smoke", SMOKE_TORCH, env={"QBENCH_CACHE": str(qbench_cache)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     import mlflow
 
@@ -43,7 +43,7 @@ def smoke(qbench_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Simpl
     runs = client.search_runs([client.get_experiment_by_name("qbench").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("qbench.role") == "suite")
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == SMOKE_CELLS
+    assert set(children) == SMOKE_TORCH_CELLS
     return SimpleNamespace(cwd=cwd, uri=uri, client=client, parent=parent, children=children, stdout=out.stdout,
                            report_dir=cwd / "results" / "reports" / "smoke" / parent.info.run_id)
 
@@ -182,10 +182,10 @@ def test_compare_table_shows_the_mlflow_metrics_of_the_suite_runs(smoke: SimpleN
     shown = {}
     for line in out.stdout.splitlines():
         tokens = line.split()
-        if tokens and tokens[0] in SMOKE_CELLS:
+        if tokens and tokens[0] in SMOKE_TORCH_CELLS:
             assert len(tokens) == len(keys), line
             shown[tokens[0]] = dict(zip(keys, tokens, strict=True))
-    assert set(shown) == SMOKE_CELLS
+    assert set(shown) == SMOKE_TORCH_CELLS
     for name, expected in _expected_cells(smoke).items():
         assert {k: shown[name][k] for k in expected} == expected, name
     assert smoke.parent.info.run_id in out.stdout and "3 cells: 3 finished, 0 failed, 0 skipped" in out.stdout
@@ -225,9 +225,9 @@ def test_compare_writes_md_csv_and_html_files(smoke: SimpleNamespace, monkeypatc
         assert cmd_compare([*args, "--out", f"out/{name}"]) == 0
         assert (smoke.cwd / "out" / name).is_file() and f"wrote out/{name}" in capsys.readouterr().out
     md = (smoke.cwd / "out" / "table.md").read_text()
-    assert md.startswith("| cell") and all(f"| {c}" in md for c in SMOKE_CELLS)
+    assert md.startswith("| cell") and all(f"| {c}" in md for c in SMOKE_TORCH_CELLS)
     csv = pd.read_csv(smoke.cwd / "out" / "table.csv")
-    assert set(csv["cell"]) == SMOKE_CELLS and "energy_source" in csv.columns
+    assert set(csv["cell"]) == SMOKE_TORCH_CELLS and "energy_source" in csv.columns
     html = (smoke.cwd / "out" / "sub" / "r.html").read_text()
     assert html.count('src="data:image/png;base64,') == 3 and '<table id="comparison">' in html
     assert "http://" not in html and "https://" not in html  # self-contained
@@ -310,7 +310,7 @@ def test_suite_report_front_and_table_match_compare(smoke: SimpleNamespace) -> N
     assert _plotted_front(latency) == _expected_front(table, "p50_ms", exclude_simulated=True)
     assert _plotted_front(size) == _expected_front(table, "size_kib", exclude_simulated=False)
     assert _plotted_front(size)  # real points: the size front is never empty for finished cells
-    assert set(latency.points["cell"]) == SMOKE_CELLS  # simulated cells are drawn, only kept off the front
+    assert set(latency.points["cell"]) == SMOKE_TORCH_CELLS  # simulated cells are drawn, only kept off the front
 
 
 def test_suite_report_from_local_records_equals_the_mlflow_one(smoke: SimpleNamespace, tmp_path: Path) -> None:
@@ -356,7 +356,7 @@ def test_report_renders_in_headless_chromium(smoke: SimpleNamespace, tmp_path: P
                          timeout=120).stdout
     assert 'data-images-loaded="3"' in dom  # all three embedded PNGs decoded
     main_table = dom.split('<table id="comparison">', 1)[1].split("</table>", 1)[0]
-    assert sum(main_table.count(f">{c}</td>") for c in SMOKE_CELLS) == 3
+    assert sum(main_table.count(f">{c}</td>") for c in SMOKE_TORCH_CELLS) == 3
     shot = tmp_path / "report.png"
     subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1400,2000", report.as_uri()],
                    capture_output=True, timeout=120)

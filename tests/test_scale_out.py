@@ -77,8 +77,8 @@ def _children(runs: list) -> tuple[list, list]:
 
 def test_joblib_workers_log_to_one_server_under_one_parent(run_qbench, server, tmp_path) -> None:
     server.start()
-    out = run_qbench("run", "+suite=smoke", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking=server",
-                     f"tracking.uri={server.uri}", timeout=900)
+    out = run_qbench("run", "+suite=smoke", "backend=torch", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "tracking=server", f"tracking.uri={server.uri}", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "latency.contended=true" in out.stdout  # the warning about parallel cells on one host
     parents, children = _children(server.runs())
@@ -90,7 +90,8 @@ def test_joblib_workers_log_to_one_server_under_one_parent(run_qbench, server, t
 
 
 def test_server_down_nothing_lost_then_sync_exactly_once(run_qbench, server, tmp_path) -> None:
-    out = run_qbench("run", "+suite=smoke", "tracking=server", f"tracking.uri={server.uri}", timeout=900)
+    out = run_qbench("run", "+suite=smoke", "backend=torch", "tracking=server", f"tracking.uri={server.uri}",
+                     timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "3 record(s) are not in MLflow" in out.stdout and "qbench sync" in out.stdout
     records = [json.loads(p.read_text()) for p in tmp_path.glob("results/suites/*/*/run-*/cells/*/record.json")]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from suite_cells import SMOKE_CELLS
+from suite_cells import SMOKE_CELLS, SMOKE_TORCH
 
 
 def _cells(out: str) -> list[str]:
@@ -38,7 +38,7 @@ def test_vision_suite_narrowed_from_the_command_line(run_qbench) -> None:
 
 
 def test_fp32_reference_is_added_when_the_grid_lacks_it(run_qbench) -> None:
-    out = run_qbench("run", "+suite=smoke", "quant=w4a8_pc", "suite.dry_run=true")
+    out = run_qbench("run", "+suite=smoke", "quant=w4a8_pc", "backend=torch", "suite.dry_run=true")
     assert out.returncode == 0, out.stderr
     cells = _cells(out.stdout)
     assert cells == ["digits_cnn/fp32/torch", "digits_cnn/w4a8-pc-mse/torch"]
@@ -66,7 +66,10 @@ def test_smoke_suite_logs_one_parent_with_a_child_per_cell(run_qbench, tmp_path)
     records = _suite_records(tmp_path, "smoke")
     assert set(records) == SMOKE_CELLS
     assert all(r["status"] == "finished" for r in records.values())
-    assert "3 cells: 3 finished, 0 failed, 0 skipped" in out.stdout
+    n = len(SMOKE_CELLS)
+    assert f"{n} cells: {n} finished, 0 failed, 0 skipped" in out.stdout
+    # the nightly suite runs real integer kernels, not only the simulation
+    assert {r["tags"]["kernel"] for r in records.values()} >= {"fp32", "simulated", "int8"}
 
     import mlflow
 
@@ -85,12 +88,13 @@ def test_smoke_suite_logs_one_parent_with_a_child_per_cell(run_qbench, tmp_path)
     assert "digits_cnn/fp32/torch,finished,fp32" in summary
 
     again = run_qbench("run", "+suite=smoke")  # resume: nothing left to do
-    assert again.returncode == 0 and "3 already finished in this suite run" in again.stdout
+    assert again.returncode == 0 and f"{n} already finished in this suite run" in again.stdout
     assert _suite_records(tmp_path, "smoke") == records
 
 
 def test_a_hard_crash_is_recorded_and_the_suite_goes_on(run_qbench, tmp_path) -> None:
-    out = run_qbench("run", "+suite=smoke", "debug.fault=abort", "debug.fault_on=*w8a8*", "tracking=none")
+    out = run_qbench("run", "+suite=smoke", SMOKE_TORCH, "debug.fault=abort", "debug.fault_on=*w8a8*",
+                     "tracking=none")
     assert out.returncode == 1  # a cell failed
     records = _suite_records(tmp_path, "smoke")
     crashed = records["digits_cnn/w8a8-pc/torch"]
@@ -102,7 +106,8 @@ def test_a_hard_crash_is_recorded_and_the_suite_goes_on(run_qbench, tmp_path) ->
 
 
 def test_a_reference_model_that_fails_to_train_fails_its_cells_and_the_suite_goes_on(run_qbench, tmp_path) -> None:
-    out = run_qbench("run", "+suite=smoke", "model=digits_cnn,resnet18", "quant=fp32,w8a8_pc", "debug.fault=prepare",
+    out = run_qbench("run", "+suite=smoke", SMOKE_TORCH, "model=digits_cnn,resnet18", "quant=fp32,w8a8_pc",
+                     "debug.fault=prepare",
                      "debug.fault_on=resnet18/*")
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     records = _suite_records(tmp_path, "smoke")
@@ -125,7 +130,7 @@ def test_a_reference_model_that_fails_to_train_fails_its_cells_and_the_suite_goe
     assert sorted(r.info.run_name for r in children) == sorted(records)
 
 def test_a_hanging_cell_times_out(run_qbench, tmp_path) -> None:
-    out = run_qbench("run", "+suite=smoke", "quant=w4_wo", "debug.fault=hang", "debug.fault_on=*w4*",
+    out = run_qbench("run", "+suite=smoke", SMOKE_TORCH, "quant=w4_wo", "debug.fault=hang", "debug.fault_on=*w4*",
                      "measure.timeout_s=20", "tracking=none")
     assert out.returncode == 1
     record = _suite_records(tmp_path, "smoke")["digits_cnn/w4-wo-pg32/torch"]
