@@ -131,3 +131,16 @@ def test_tune_digits_writes_a_preset_that_runs(run_qbench, tmp_path: Path) -> No
     run = run_qbench(*command[1:], "tracking=none")
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"+{summary['best']['k']}xfp" in run.stdout
+
+
+def test_none_meets_saves_the_best_found_with_its_miss_exit_1(run_qbench, tmp_path: Path) -> None:
+    out = run_qbench("tune", "model=digits_cnn", "quant=w4a8_pc", "quant.weights.bits=2", *_QUICK, "tracking=none",
+                     "--max-drop", "0.5", "--samples", "100", "--max-candidates", "1")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    (line,) = [ln for ln in out.stderr.splitlines() if ln.startswith("qbench tune: ")]
+    assert "no candidate meets the budget" in line and "missing it by" in line
+    assert "stopped at --max-candidates" in out.stdout
+    (folder,) = (tmp_path / "results" / "tune").glob("*/*")
+    summary = json.loads((folder / "tune.json").read_text())
+    assert not summary["met"] and summary["measured"] == 1 and summary["best"]["k"] == 0
+    assert (folder / "quant_tuned.yaml").is_file() and (folder / "run_command.txt").is_file()
