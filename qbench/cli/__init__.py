@@ -3,6 +3,7 @@
     qbench run [hydra overrides / flags]   one cell, or a suite with +suite=NAME (args go to Hydra as is)
     qbench ls [GROUP]                      config groups and their options
     qbench analyze [hydra overrides]       per-layer sensitivity of one cell's scheme (qbench/cli/analyze.py)
+    qbench tune [hydra overrides] --max-drop X   best configuration within a budget (qbench/cli/tune.py)
 
 Bad input (unknown option, out-of-range value) is reported in one line with the valid values, exit 2,
 before any work starts and without a traceback.
@@ -194,6 +195,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "ui": (_lazy("qbench.cli.compare", "cmd_ui"), "serve the MLflow UI for the local store on 127.0.0.1"),
     "analyze": (_lazy("qbench.cli.analyze", "cmd_analyze"), "per-layer sensitivity of one cell's scheme (arguments: "
                 "Hydra overrides, as for run)"),
+    "tune": (_lazy("qbench.cli.tune", "cmd_tune"), "the best per-layer configuration within an accuracy budget, "
+             "measured (--max-drop X --objective latency|size|bops; arguments: Hydra overrides)"),
     "check": (_lazy("qbench.cli.check", "cmd_check"), "compare a suite run with its baseline (exit 1: regression)"),
     "baseline": (_lazy("qbench.cli.check", "cmd_baseline"), "write (update) or show a suite's regression baseline"),
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qbench import config as qconfig
-from qbench.cli.common import OneLineParser, UsageError, fail
+from qbench.cli.common import OneLineParser, UsageError, fail, parse_cell_args
 
 
 def _parser() -> OneLineParser:
@@ -41,9 +41,9 @@ def _parser() -> OneLineParser:
     return parser
 
 
-def _config(overrides: list[str]) -> tuple[Any, qconfig.QBenchConfig]:
-    """Compose and validate like ``qbench run`` (the backend need not run the scheme natively: the analysis runs
-    the simulation, quantizing the layer types that backend quantizes)."""
+def compose_cell(overrides: list[str]) -> tuple[Any, qconfig.QBenchConfig]:
+    """Compose and validate one cell like ``qbench run`` (analyze and tune; the backend need not run the scheme
+    natively: the analysis runs the simulation, quantizing the layer types that backend quantizes)."""
     from qbench import cli
     from qbench.orchestrate import preflight
 
@@ -109,14 +109,8 @@ def _show_progress(log: Any) -> None:
 def cmd_analyze(args: list[str]) -> int:
     parser = _parser()
     try:
-        ns, overrides = parser.parse_known_args(args)
-        flags = [a for a in overrides if a.startswith("-")]
-        if flags:
-            raise UsageError(f"unrecognized arguments: {' '.join(flags)}")
-        for name in ("samples", "max_layers", "top"):
-            if getattr(ns, name) is not None and getattr(ns, name) <= 0:
-                raise UsageError(f"--{name.replace('_', '-')}={getattr(ns, name)}: must be > 0")
-        node, cfg = _config(overrides)
+        ns, overrides = parse_cell_args(parser, args, ("samples", "max_layers", "top"))
+        node, cfg = compose_cell(overrides)
     except UsageError as exc:
         return fail("analyze", str(exc))
     except SystemExit as exc:  # --help
@@ -124,30 +118,44 @@ def cmd_analyze(args: list[str]) -> int:
     return _analyze(ns, node, cfg)
 
 
-def _analyze(ns: Any, node: Any, cfg: qconfig.QBenchConfig) -> int:
+def slug(name: str) -> str:
+    """A cell name as one folder name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
+
+
+def sensitivity_of(cfg: qconfig.QBenchConfig, config: dict[str, Any], workdir: Path,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """Run the analysis worker on the cell ``config`` in ``workdir`` (trains the reference model first if needed)
+    and return its ``analysis.json`` (``ranking``: most sensitive layer first); RuntimeError when it fails. Also
+    what ``qbench tune`` ranks its layers with."""
     from omegaconf import OmegaConf
-    from rich.console import Console
 
     from qbench.orchestrate.runner import ensure_reference_model
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(config), workdir / "config.yaml")
+    (workdir / "options.json").write_text(json.dumps(options))
+    ensure_reference_model(cfg, workdir)
+    _spawn(cfg, workdir)
+    return json.loads((workdir / "analysis.json").read_text())
+
+
+def _analyze(ns: Any, node: Any, cfg: qconfig.QBenchConfig) -> int:
+    from rich.console import Console
+
     from qbench.report import sensitivity
 
     console = Console(width=None if Console().is_terminal else 160)
     name = qconfig.cell_name(cfg)
-    slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
-    workdir = ns.out or Path(cfg.results_dir) / "analyze" / slug / time.strftime("%Y%m%d-%H%M%S")
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = ns.out or Path(cfg.results_dir) / "analyze" / slug(name) / time.strftime("%Y%m%d-%H%M%S")
     config = qconfig.cell_config_dict(node)
-    OmegaConf.save(OmegaConf.create(config), workdir / "config.yaml")
-    (workdir / "options.json").write_text(json.dumps({"samples": ns.samples, "max_layers": ns.max_layers}))
     console.print(f"analyzing {name} (log: {workdir / 'worker.log'})", highlight=False, markup=False)
     t0 = time.perf_counter()
     try:
-        ensure_reference_model(cfg, workdir)
-        _spawn(cfg, workdir)
+        analysis = sensitivity_of(cfg, config, workdir, {"samples": ns.samples, "max_layers": ns.max_layers})
     except RuntimeError as exc:
         print(f"qbench analyze: {exc}", file=sys.stderr)
         return 1
-    analysis = json.loads((workdir / "analysis.json").read_text())
     table = sensitivity.frame(analysis)
     table.to_csv(workdir / "sensitivity.csv", index=False)
     (workdir / "sensitivity.png").write_bytes(sensitivity.bar_plot(analysis, table))
