@@ -58,7 +58,7 @@ def _calibration_feeds(ctx: DeployContext, model_path: Path) -> list[dict[str, n
 
 
 def _pre_process(ctx: DeployContext, float_path: Path) -> Path:
-    if not ctx.cfg.backend.pre_process:
+    if not getattr(ctx.cfg.backend, "pre_process", True):  # a setting of onnxruntime; openvino's QDQ path runs it
         return float_path
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
