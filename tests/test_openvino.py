@@ -54,17 +54,18 @@ def test_digits_fp32_w8a8_and_weight_only_cells(run_qbench, tmp_path) -> None:
 
 
 @needs_openvino
-@pytest.mark.parametrize("source", ["qdq", "nncf"])
-def test_resnet18_w8a8_pc_runs_in_int8_kernels(run_qbench, tmp_path, source) -> None:
-    out = run_qbench("run", "model=resnet18", "quant=w8a8_pc", "backend=openvino", f"backend.int8_source={source}",
+# mobilenet_v2 from NNCF crashed the CPU plugin with a dynamic batch (deploy.StaticShapes says why)
+@pytest.mark.parametrize("model,source", [("resnet18", "qdq"), ("resnet18", "nncf"), ("mobilenet_v2", "nncf")])
+def test_w8a8_pc_runs_in_int8_kernels(run_qbench, tmp_path, model, source) -> None:
+    out = run_qbench("run", f"model={model}", "quant=w8a8_pc", "backend=openvino", f"backend.int8_source={source}",
                      "measure=quick", "tracking=none")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (path,) = tmp_path.glob("results/runs/*/record.json")
     record = json.loads(path.read_text())
     _assert_int8_close(record)
-    assert "Convolution:u8=20" in record["tags"]["opmix.ops"]
+    assert model != "resnet18" or "Convolution:u8=20" in record["tags"]["opmix.ops"]
     assert record["tags"]["openvino.quantization"].startswith("static-qdq" if source == "qdq" else "nncf")
-    assert record["cell"] == "resnet18/w8a8-pc/openvino" + ("/nncf" if source == "nncf" else "")
+    assert record["cell"] == f"{model}/w8a8-pc/openvino" + ("/nncf" if source == "nncf" else "")
 
 
 @pytest.mark.parametrize(
