@@ -108,5 +108,5 @@ def test_a_setting_of_another_backend_is_one_clear_line() -> None:
         preflight(["backend=torch", "backend.graph_optimization_level=basic"])
     assert str(info.value) == ("backend.graph_optimization_level is a setting of backend=onnxruntime, not of "
                                "backend=torch (its settings: name, device)")
-    with pytest.raises(UsageError, match="backend=torch_int8/onnxruntime, not of backend=torch"):
+    with pytest.raises(UsageError, match="backend=torch_int8/onnxruntime/openvino, not of backend=torch"):
         preflight(["backend.int8_path=u8s8"])

@@ -22,6 +22,7 @@ _REGISTRY = {
     "torch": ("qbench.backends.torch_eager", "TorchEagerBackend", None),
     "torch_int8": ("qbench.backends.torch_int8", "TorchInt8Backend", "TorchInt8Config"),
     "onnxruntime": ("qbench.backends.onnxruntime", "OnnxRuntimeBackend", "OnnxRuntimeConfig"),
+    "openvino": ("qbench.backends.openvino", "OpenVinoBackend", "OpenVinoConfig"),
 }
 BACKENDS = tuple(_REGISTRY)
 assert set(BACKENDS) == set(BACKEND_NAMES), "qbench.config.names.BACKENDS lists every registered backend"

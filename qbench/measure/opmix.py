@@ -33,6 +33,10 @@ ORT_INTEGER_OPS = {
 ORT_FLOAT_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose", "Attention"}
 ORT_CONV_OPS = {"QLinearConv", "ConvInteger", "Conv", "FusedConv"}
 ORT_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+# OpenVINO CPU plugin: compute layers of the runtime graph (``layerType``) and the ``runtimePrecision`` values of
+# integer kernels (int8 x int8, or integer weights decompressed inside the kernel)
+OV_COMPUTE_LAYERS = {"Convolution", "Deconvolution", "FullyConnected", "MatMul"}
+OV_INTEGER_PRECISIONS = {"u8", "i8", "u4", "i4"}
 _SUFFIXES = (".weight", ".bias")
 
 
@@ -97,6 +101,23 @@ def onnx_op_mix(model_path: Path, layers: dict[str, LayerCount]) -> tuple[dict[s
         kinds.append((op, op in ORT_INTEGER_OPS, op in ORT_CONV_OPS, macs))
     metrics = _metrics(kinds, sum(c.macs for c in layers.values()))
     metrics["opmix.qdq_ops"] = float(qdq)
+    tags = {"opmix.ops": ",".join(f"{op}={n}" for op, n in sorted(counter.items())), "opmix.verdict": verdict(metrics)}
+    return metrics, tags
+
+
+def runtime_op_mix(ops: list[tuple[str, str, int | None]], layers: dict[str, LayerCount]
+                   ) -> tuple[dict[str, float], dict[str, str]]:
+    """Op mix of a runtime graph given as (layer type, runtime precision, MACs per sample or None) per compute
+    layer (OpenVINO's compiled model, :mod:`qbench.backends.openvino.deploy`); ``opmix.mac_coverage`` then
+    compares the runtime's MACs with qbench's count of the torch model."""
+    kinds = []
+    counter: Counter[str] = Counter()
+    for layer_type, precision, macs in ops:
+        if layer_type not in OV_COMPUTE_LAYERS:
+            continue
+        counter[f"{layer_type}:{precision}"] += 1
+        kinds.append((layer_type, precision in OV_INTEGER_PRECISIONS, "Convolution" in layer_type, macs))
+    metrics = _metrics(kinds, sum(c.macs for c in layers.values()) or sum(k[3] or 0 for k in kinds))
     tags = {"opmix.ops": ",".join(f"{op}={n}" for op, n in sorted(counter.items())), "opmix.verdict": verdict(metrics)}
     return metrics, tags
 

@@ -34,7 +34,7 @@ from typing import Any
 from qbench.config.names import INT8_PATHS, TARGET_ISAS
 
 # backends whose int8 kernels the path applies to; the torch backend simulates the grid it is given
-INT8_BACKENDS = ("onnxruntime", "torch_int8")
+INT8_BACKENDS = ("onnxruntime", "torch_int8", "openvino")
 # x86 ISAs without a u8 x s8 -> int32 dot product: pairs of products are summed in saturating int16
 PAIR_SATURATING_ISAS = ("avx2", "avx512")
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")

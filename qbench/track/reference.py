@@ -11,8 +11,9 @@ backend keys that only change how a *quantized* model is built (:data:`QUANTIZED
 - model, dataset, task: the same FP32 network on the same inputs, so accuracy deltas are the scheme's.
 - backend (name, device, opset, graph optimization level, providers): they change what the FP32 model itself
   runs, so a sweep over ``backend.graph_optimization_level`` gets one reference per level.
-- not the int8-only keys (``backend.int8_path``, ``backend.quantized_engine``, ``backend.pre_process``): an FP32
-  cell runs the same whatever they say, so a sweep over ``backend.int8_path`` shares one reference.
+- not the int8-only keys (``backend.int8_path``, ``backend.quantized_engine``, ``backend.pre_process``,
+  ``backend.int8_source``): an FP32 cell runs the same whatever they say, so a sweep over ``backend.int8_path``
+  shares one reference.
 - measure (threads, latency protocol, batch sizes): a speed-up is a ratio of two latencies measured alike.
 - not ``quant.`` (the scheme is what is compared), ``tracking.``, ``suite.``, ``debug.``, ``results_dir``.
 
@@ -33,8 +34,9 @@ from qbench.metrics import as_number
 GROUP_PREFIXES = ("model.", "dataset.", "task.", "backend.", "measure.")
 # options that only change how a quantized model is built, run or timed; a new one belongs here
 QUANTIZED_ONLY_KEYS = frozenset({"backend.int8_path", "backend.quantized_engine", "backend.pre_process",
-                                 "measure.paired.enabled", "measure.paired.block_calls", "measure.paired.min_blocks",
-                                 "measure.paired.max_blocks", "measure.paired.max_duration_s"})
+                                 "backend.int8_source", "measure.paired.enabled", "measure.paired.block_calls",
+                                 "measure.paired.min_blocks", "measure.paired.max_blocks",
+                                 "measure.paired.max_duration_s"})
 GroupKey = tuple[tuple[str, str], ...]
 
 

@@ -33,27 +33,12 @@ def deploy(ctx: DeployContext) -> Deployment:
     import onnxruntime as ort
 
     from qbench.measure.opmix import onnx_op_mix
-    from qbench.quant.simulate import fold_batchnorm, snapped_float_model, unwrap_simulated
 
     cfg = ctx.cfg
     method = cfg.quant.method
-    shape = ctx.splits.input_shape
     tags: dict[str, str] = {"ort.version": ort.__version__, "ort.opset": str(cfg.backend.onnx_opset)}
     t0 = time.perf_counter()
-    if ctx.onnx_path is not None:  # a user ONNX model
-        float_path = constants_to_initializers(ctx.onnx_path, ctx.workdir / "model_input.onnx")
-    elif method == "qat":
-        assert ctx.simulated_model is not None
-        float_path = export_onnx(unwrap_simulated(ctx.simulated_model), shape, ctx.workdir / "model_qat_float.onnx",
-                                 cfg.backend.onnx_opset)
-    elif cfg.quant.algorithm in CODE_ALGORITHMS and method != "none":
-        # the algorithm's codes (and CLE's rescaled weights, corrected biases, per-channel ReLU6 bounds)
-        assert ctx.simulated_model is not None
-        float_path = export_onnx(snapped_float_model(ctx.simulated_model), shape,
-                                 ctx.workdir / "model_codes_float.onnx", cfg.backend.onnx_opset)
-    else:
-        float_path = cached_reference_export(cfg.model, cfg.dataset, lambda: fold_batchnorm(ctx.fp32_model), shape,
-                                             cfg.backend.onnx_opset)
+    float_path = float_onnx(ctx)
     metrics = {"time.export_s": time.perf_counter() - t0}
 
     t0 = time.perf_counter()
@@ -94,6 +79,28 @@ def deploy(ctx: DeployContext) -> Deployment:
 
     return Deployment(kernel=kernel, prepare=prepare, run=run, outputs=outputs, artifacts=[deployed], tags=tags,
                       metrics=metrics, runtime=session, quantized_weights=ctx.int8_stored_weights())
+
+
+def float_onnx(ctx: DeployContext) -> Path:
+    """The float ONNX model a cell's deployment starts from: the user's file (weights in initializers), the export
+    of the QAT-trained model, of the simulation's dequantized codes (CLE/AdaRound/QDrop), or the cached BN-folded
+    export of the FP32 model (``backend.onnx_opset``)."""
+    from qbench.quant.simulate import fold_batchnorm, snapped_float_model, unwrap_simulated
+
+    cfg, shape = ctx.cfg, ctx.splits.input_shape
+    if ctx.onnx_path is not None:  # a user ONNX model
+        return constants_to_initializers(ctx.onnx_path, ctx.workdir / "model_input.onnx")
+    if cfg.quant.method == "qat":
+        assert ctx.simulated_model is not None
+        return export_onnx(unwrap_simulated(ctx.simulated_model), shape, ctx.workdir / "model_qat_float.onnx",
+                           cfg.backend.onnx_opset)
+    if cfg.quant.algorithm in CODE_ALGORITHMS and cfg.quant.method != "none":
+        # the algorithm's codes (and CLE's rescaled weights, corrected biases, per-channel ReLU6 bounds)
+        assert ctx.simulated_model is not None
+        return export_onnx(snapped_float_model(ctx.simulated_model), shape, ctx.workdir / "model_codes_float.onnx",
+                           cfg.backend.onnx_opset)
+    return cached_reference_export(cfg.model, cfg.dataset, lambda: fold_batchnorm(ctx.fp32_model), shape,
+                                   cfg.backend.onnx_opset)
 
 
 def _kernel(method: str, cfg: QBenchConfig, mix: dict[str, float]) -> str:

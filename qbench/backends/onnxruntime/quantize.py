@@ -81,7 +81,7 @@ def float_nodes(ctx: DeployContext, model_path: Path) -> list[str]:
 
 
 def _pre_process(ctx: DeployContext, float_path: Path) -> Path:
-    if not ctx.cfg.backend.pre_process:
+    if not getattr(ctx.cfg.backend, "pre_process", True):  # a setting of onnxruntime; openvino's QDQ path runs it
         return float_path
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
