@@ -173,10 +173,11 @@ def test_plotted_fronts_match_brute_force_on_synthetic_points() -> None:
 
 # ----------------------------------------------------------------------------------------------- compare
 def test_compare_table_shows_the_mlflow_metrics_of_the_suite_runs(smoke: SimpleNamespace) -> None:
-    from qbench.report.columns import TASK_COLUMNS, TERMINAL_COLUMNS
+    from qbench.report.columns import OPTIONAL_COLUMNS, TASK_COLUMNS, TERMINAL_COLUMNS
 
-    # image classification cells only: no task column (top-1 has its own)
-    keys = [k for k in TERMINAL_COLUMNS if k not in TASK_COLUMNS]
+    # image classification cells only: no task column (top-1 has its own); simulated cells only: no paired
+    # speed-up, and no load scenario: those columns are left out
+    keys = [k for k in TERMINAL_COLUMNS if k not in TASK_COLUMNS and k not in OPTIONAL_COLUMNS]
     out = _qbench(smoke.cwd, "compare")
     assert out.returncode == 0, out.stderr
     shown = {}

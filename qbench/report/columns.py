@@ -228,6 +228,8 @@ REPORT_COLUMNS = ("cell", "status", "kernel", "w_bits", "a_bits", *TERMINAL_COLU
 TASK_COLUMNS = ("task_result",)
 # shown only when some cell of the table ran that load scenario (measure.scenario)
 SCENARIO_COLUMNS = ("server_qps", "server_p99_ms", "offline_sps", "single_stream_p90_ms", "multi_stream_p99_ms")
+# shown only when some cell of the table has a value (a paired speed-up: quantized cells on real backends)
+OPTIONAL_COLUMNS = (*SCENARIO_COLUMNS, "speedup_ci")
 ALL_COLUMNS = tuple(c.key for c in COLUMNS)
 
 
@@ -252,10 +254,11 @@ def select_columns(spec: str | None, default: Sequence[str]) -> list[str]:
 def fitting(keys: Sequence[str], table: pd.DataFrame) -> list[str]:
     """``keys`` without the task columns when every cell of ``table`` is an image classifier (top-1 has its own
     columns; such tables look as they did before tasks existed), and without the load-scenario columns no cell
-    has a figure for."""
+    has a figure for (and the paired-CI column when no cell has a paired speed-up)."""
     tasks = set(table["task"]) if "task" in table.columns else set()
     hidden = set(TASK_COLUMNS) if tasks <= {"", "image_classification"} else set()
-    hidden |= {k for k in SCENARIO_COLUMNS if k not in table.columns or table[k].isna().all()}
+    hidden |= {k for k in OPTIONAL_COLUMNS
+               if k not in table.columns or table[k].replace("", np.nan).isna().all()}
     return [k for k in keys if k not in hidden]
 
 
