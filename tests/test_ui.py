@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -51,14 +52,19 @@ def test_ui_serves_the_store_on_localhost_and_stops_on_ctrl_c(store: Path, qbenc
     import psutil
 
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "qbench", "ui", "--port", str(port)], cwd=store.parent.parent,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # a file, not a pipe nobody reads: the MLflow server's log shares qbench's stdout, and a full pipe would block
+    # both (qbench's "stopping" line included) until the test gives up
+    log = store.parent.parent / "ui.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "qbench", "ui", "--port", str(port)],
+                                   cwd=store.parent.parent, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
     started: list[psutil.Process] = []
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
-            assert process.poll() is None, process.stdout.read()
+            assert process.poll() is None, log.read_text()
             try:
                 status, page = _get(base + "/")
                 break
@@ -204,6 +210,7 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         printed = [process.stdout.readline() for _ in range(4)]
+        threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained (server log)
         runs_line = next(line for line in printed
                          if line.startswith(f"latest suite run (suite:smoke, {len(SMOKE_CELLS)} cells): "))
         url = runs_line.split(": ", 1)[1].strip()
