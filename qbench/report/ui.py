@@ -135,6 +135,9 @@ def serve(uri: str, port: int, experiment: str = "qbench", open_browser: bool = 
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C must stop the UI even when qbench was started with SIGINT ignored (an ignored signal is inherited
+    # across exec, e.g. from a fork server's process)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return process.wait()
     except KeyboardInterrupt:
