@@ -30,8 +30,8 @@ def _drifting_pair(speedup: float, seed: int = 0):
 
 def test_interleaved_blocks_recover_the_true_ratio_under_drift() -> None:
     reference, candidate = _drifting_pair(1.6)
-    result = time_paired(reference, candidate, block_calls=20, min_blocks=8, max_blocks=40, max_duration_s=60,
-                         threshold=0.02, warmup_calls=2)
+    result = time_paired(reference, candidate, block_ms=60, min_block_calls=5, min_blocks=8, max_blocks=40,
+                         max_duration_s=60, threshold=0.02, warmup_calls=2)
     estimate, low, high = result.interval()
     assert low <= 1.6 <= high and abs(estimate - 1.6) < 0.05, (estimate, low, high)
     assert result.stop == "ci" and 8 <= len(result.reference_ms) < 40  # stopped by the CI rule
@@ -69,3 +69,26 @@ def test_a_real_int8_cell_reports_a_paired_speedup_with_its_ci(run_qbench, tmp_p
     assert out.returncode == 0, out.stderr[-3000:]
     (sim,) = tmp_path.glob("sim/**/record.json")
     assert "speedup.paired" not in json.loads(sim.read_text())["metrics"]
+
+
+def test_blocks_are_sized_by_time_for_each_side() -> None:
+    """A block lasts about block_ms on each side: a 10x faster model runs 10x more calls per block, and a slow
+    one never fewer than min_block_calls (the first calls after a switch are the costly ones)."""
+    calls = {"ref": 0, "cand": 0}
+
+    def reference() -> float:
+        calls["ref"] += 1
+        return 10.0
+
+    def candidate() -> float:
+        calls["cand"] += 1
+        return 1.0
+
+    result = time_paired(reference, candidate, block_ms=50, min_block_calls=3, min_blocks=2, max_blocks=2,
+                         max_duration_s=60, threshold=0.0, warmup_calls=4)
+    m = result.metrics()
+    assert m["speedup.paired_fp32_block_calls"] == 5 and m["speedup.paired_block_calls"] == 50
+    assert calls == {"ref": 4 + 2 * 5, "cand": 4 + 2 * 50} and m["speedup.paired"] == 10.0
+    slow = time_paired(lambda: 400.0, candidate, block_ms=50, min_block_calls=3, min_blocks=2, max_blocks=2,
+                       max_duration_s=60, threshold=0.0, warmup_calls=2)
+    assert slow.reference_block_calls == 3

@@ -83,12 +83,15 @@ _NON_SEMANTIC = ("tracking", "suite", "results_dir", "resume", "hydra")
 # the task every cell had before tasks were configurable: left out of the hash so existing cells keep theirs
 # (resumed suites and records still match)
 _DEFAULT_TASK_NODE = {"name": DEFAULT_TASK, "options": {}}
+# Literal on purpose, not read from the dataclasses: these are the values each key had when it was added, so a
+# later change of a default gives the cells that use the new value a new hash instead of an old cell's.
 _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "quant": {"algorithm": "rtn", "algorithm_options": {}, "layers": {}},
     "model": {"gguf_file": None, "pooling": "mean", "keep_float": []},
     # the paired window adds figures to a quantized cell and changes none of its unpaired ones
-    "measure": {"paired": {"enabled": True, "block_calls": 20, "min_blocks": 8, "max_blocks": 40,
-                           "max_duration_s": 10.0},
+    # (block_calls=20 until 2026-11-29: the block-sized-by-time window replaced it under the same hash)
+    "measure": {"paired": {"enabled": True, "block_ms": 100.0, "min_block_calls": 5, "min_blocks": 8,
+                           "max_blocks": 40, "max_duration_s": 10.0},
                 "scenario": "none", "scenario_mode": "quick", "server": {"p99_ms": 10.0, "search_steps": 6},
                 "multi_stream_samples": 8},
 }

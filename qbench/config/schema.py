@@ -236,7 +236,9 @@ class PairedConfig:
     reference on the same backend, interleaved in blocks; stops as the latency window does (its threshold)."""
 
     enabled: bool = True
-    block_calls: int = 20
+    # each block runs about this long (its call count set from the warm-up calls), at least min_block_calls calls
+    block_ms: float = 100.0
+    min_block_calls: int = 5
     min_blocks: int = 8
     max_blocks: int = 40
     max_duration_s: float = 10.0

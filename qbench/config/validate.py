@@ -172,7 +172,7 @@ def validate(cfg: DictConfig) -> QBenchConfig:
     _check_positive("measure.server.search_steps", obj.measure.server.search_steps)
     _check_positive("measure.multi_stream_samples", obj.measure.multi_stream_samples)
     paired = obj.measure.paired
-    for key in ("block_calls", "min_blocks", "max_blocks", "max_duration_s"):
+    for key in ("block_ms", "min_block_calls", "min_blocks", "max_blocks", "max_duration_s"):
         _check_positive(f"measure.paired.{key}", getattr(paired, key))
     _check_choice("debug.fault", obj.debug.fault, FAULTS)
     return obj

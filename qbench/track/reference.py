@@ -34,7 +34,8 @@ from qbench.metrics import as_number
 GROUP_PREFIXES = ("model.", "dataset.", "task.", "backend.", "measure.")
 # options that only change how a quantized model is built, run or timed; a new one belongs here
 QUANTIZED_ONLY_KEYS = frozenset({"backend.int8_path", "backend.quantized_engine", "backend.pre_process",
-                                 "backend.int8_source", "measure.paired.enabled", "measure.paired.block_calls",
+                                 "backend.int8_source", "measure.paired.enabled", "measure.paired.block_ms",
+                                 "measure.paired.min_block_calls",
                                  "measure.paired.min_blocks", "measure.paired.max_blocks",
                                  "measure.paired.max_duration_s"})
 GroupKey = tuple[tuple[str, str], ...]

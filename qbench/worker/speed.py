@@ -111,7 +111,8 @@ def measure_paired(deployment: Deployment, reference: Deployment, workloads: lis
     log.info("timing the FP32 reference interleaved with the cell (paired speed-up)")
     result = time_paired(_timed(_call(reference, ref_single), reference, on_cuda),
                          _timed(_call(deployment, single), deployment, on_cuda),
-                         block_calls=paired.block_calls, min_blocks=paired.min_blocks, max_blocks=paired.max_blocks,
+                         block_ms=paired.block_ms, min_block_calls=paired.min_block_calls,
+                         min_blocks=paired.min_blocks, max_blocks=paired.max_blocks,
                          max_duration_s=paired.max_duration_s, threshold=lat_cfg.stability_threshold,
                          warmup_calls=max(2, lat_cfg.warmup_calls // 5))
     return result.metrics(), {"speedup.paired_stop": result.stop,

@@ -1,0 +1,74 @@
+"""An independent interleaved timing of two ONNX models with plain onnxruntime (no qbench code).
+
+The cross-check of qbench's paired speed-up (issue: "speed-ups that survive a noisy host"): it loads the two
+artifacts a cell wrote (FP32 and quantized), with the session options qbench records for the cell (intra-op
+threads, one inter-op thread, sequential, all graph optimizations), and times them in alternating blocks
+(FP32 block, quantized block, repeated). Its estimate is the median over blocks of FP32 block mean / quantized
+block mean — deliberately not qbench's exact statistic (block medians, ABBA order) so that an agreement means
+something. Prints one JSON line.
+
+    python benchmarks/interleaved_ort.py FP32.onnx QUANT.onnx [--threads 2] [--blocks 40] [--calls 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+
+def session(path: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def feeds(sess: ort.InferenceSession, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Batch-1 random inputs of each input's declared shape (symbolic dimensions become 1)."""
+    out = {}
+    for spec in sess.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        out[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+def block_mean_ms(sess: ort.InferenceSession, inputs: dict[str, np.ndarray], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        sess.run(None, inputs)
+    return (time.perf_counter() - start) * 1e3 / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("fp32")
+    parser.add_argument("quantized")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--blocks", type=int, default=40)
+    parser.add_argument("--calls", type=int, default=50)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    reference, candidate = session(args.fp32, args.threads), session(args.quantized, args.threads)
+    inputs = feeds(reference, rng)
+    for _ in range(args.calls):  # warm-up: first calls allocate and pack weights
+        reference.run(None, inputs)
+        candidate.run(None, inputs)
+    ratios, fp32_ms, quant_ms = [], [], []
+    for _ in range(args.blocks):
+        fp32_ms.append(block_mean_ms(reference, inputs, args.calls))
+        quant_ms.append(block_mean_ms(candidate, inputs, args.calls))
+        ratios.append(fp32_ms[-1] / quant_ms[-1])
+    print(json.dumps({"speedup": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                      "fp32_ms": statistics.median(fp32_ms), "quantized_ms": statistics.median(quant_ms),
+                      "blocks": args.blocks, "calls": args.calls, "threads": args.threads}))
+
+
+if __name__ == "__main__":
+    main()

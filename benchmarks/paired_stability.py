@@ -1,0 +1,96 @@
+"""Stability of the speed-up itself: paired (interleaved in the cell) vs unpaired (two cells' p50s).
+
+Runs the FP32 cell and the quantized cell of one model/backend N times, round robin, each a fresh `qbench run`
+(default protocol, ``measure.paired`` defaults). Per run: the unpaired speed-up (FP32 cell p50 / quantized cell
+p50, two processes) and the quantized cell's paired speed-up with its 95 % CI. Reports the CV of each across
+runs (target: paired CV <= 5 %), then cross-checks the last run's paired figure against an independent
+interleaved timing of the same two .onnx artifacts (benchmarks/interleaved_ort.py, plain onnxruntime).
+
+    python benchmarks/paired_stability.py [--repeats 5] [--model resnet18] [--quant w8a8_pc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import HERE, latest_record, machine_line, markdown_table, run_qbench, write_section
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--quant", default="w8a8_pc")
+    parser.add_argument("--backend", default="onnxruntime")
+    args = parser.parse_args()
+    rows, unpaired, paired, loads = [], [], [], []
+    start = time.perf_counter()
+    machine = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        for run in range(1, args.repeats + 1):
+            loads.append(load_average())
+            cells = {}
+            for quant in ("fp32", args.quant):
+                run_qbench(["run", f"model={args.model}", f"quant={quant}", f"backend={args.backend}",
+                            "tracking=none"], cwd)
+                cells[quant] = latest_record(cwd)
+            machine = machine_line(cells[args.quant])
+            fp32_p50 = cells["fp32"]["metrics"]["latency.p50_ms"]
+            m = cells[args.quant]["metrics"]
+            unpaired.append(fp32_p50 / m["latency.p50_ms"])
+            paired.append(m["speedup.paired"])
+            rows.append([str(run), f"{fp32_p50:.4f}", f"{m['latency.p50_ms']:.4f}", f"{unpaired[-1]:.3f}",
+                         f"{m['speedup.paired']:.3f} [{m['speedup.paired_ci95_low']:.3f}, "
+                         f"{m['speedup.paired_ci95_high']:.3f}]", f"{m['speedup.paired_blocks']:.0f}",
+                         cells[args.quant]["tags"].get("speedup.paired_stop", ""), loads[-1]])
+        cross_check = ""
+        if args.backend == "onnxruntime":
+            fp32_onnx = next(Path(cells["fp32"]["cell_dir"]).glob("model_fp32.onnx"))
+            quant_onnx = next(a for a in cells[args.quant]["artifacts"] if a.endswith(".onnx"))
+            threads = int(m.get("threads.intra_op", 2))
+            out = subprocess.run([sys.executable, str(HERE / "interleaved_ort.py"), str(fp32_onnx), quant_onnx,
+                                  "--threads", str(threads)], capture_output=True, text=True, check=True)
+            independent = json.loads(out.stdout.strip().splitlines()[-1])
+            low, high = m["speedup.paired_ci95_low"], m["speedup.paired_ci95_high"]
+            inside = low <= independent["speedup"] <= high
+            cross_check = (
+                f"\n\nIndependent check (benchmarks/interleaved_ort.py: plain onnxruntime, the last run's two .onnx "
+                f"artifacts, {independent['blocks']} blocks of {independent['calls']} calls, FP32 then quantized, "
+                f"median of block-mean ratios): **{independent['speedup']:.3f}** (block ratios "
+                f"{independent['ratio_min']:.3f}-{independent['ratio_max']:.3f}; FP32 {independent['fp32_ms']:.4f} "
+                f"ms, quantized {independent['quantized_ms']:.4f} ms) vs qbench's paired {m['speedup.paired']:.3f} "
+                f"[{low:.3f}, {high:.3f}]: {'inside' if inside else 'OUTSIDE'} the CI.")
+    wall = time.perf_counter() - start
+
+    def cv(values: list[float]) -> float:
+        return statistics.stdev(values) / statistics.mean(values) * 100
+
+    table = markdown_table(["run", "FP32 cell p50 (ms)", "quantized cell p50 (ms)", "unpaired speed-up",
+                            "paired speed-up [95 % CI]", "blocks", "stopped by", "load avg 1/5/15 min"], rows)
+    summary = markdown_table(["speed-up", "mean", "CV"], [
+        ["unpaired (two cells' p50s)", f"{statistics.mean(unpaired):.3f}", f"{cv(unpaired):.2f} %"],
+        ["paired (interleaved in the cell)", f"{statistics.mean(paired):.3f}", f"{cv(paired):.2f} %"]])
+    verdict = "met" if cv(paired) <= 5 else "NOT met"
+    write_section(
+        "paired_stability", f"Speed-up stability: paired vs unpaired, {args.repeats} fresh runs",
+        f"Machine: {machine}. {args.model} {args.quant} vs FP32 on {args.backend}; each run a fresh `qbench run` "
+        f"of the two cells (default protocol, `measure.paired` defaults), {wall:.0f} s in all. Load average at the "
+        f"start of each run in the table (2 vCPUs).\n\n{table}\n\n{summary}\n\n"
+        f"Target: CV of the paired speed-up <= 5 %: **{verdict}** ({cv(paired):.2f} %).{cross_check}")
+
+
+if __name__ == "__main__":
+    main()
