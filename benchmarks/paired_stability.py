@@ -69,7 +69,7 @@ def main() -> None:
             cross_check = (
                 f"\n\nIndependent check (benchmarks/interleaved_ort.py: plain onnxruntime, the last run's two .onnx "
                 f"artifacts, {independent['blocks']} blocks of {independent['calls']} calls, FP32 then quantized, "
-                f"median of block-mean ratios): **{independent['speedup']:.3f}** (block ratios "
+                f"median of block-median ratios): **{independent['speedup']:.3f}** (block ratios "
                 f"{independent['ratio_min']:.3f}-{independent['ratio_max']:.3f}; FP32 {independent['fp32_ms']:.4f} "
                 f"ms, quantized {independent['quantized_ms']:.4f} ms) vs qbench's paired {m['speedup.paired']:.3f} "
                 f"[{low:.3f}, {high:.3f}]: {'inside' if inside else 'OUTSIDE'} the CI.")
