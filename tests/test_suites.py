@@ -29,7 +29,7 @@ def _suite_records(cwd: Path, suite: str) -> dict[str, dict]:
 def test_vision_suite_narrowed_from_the_command_line(run_qbench) -> None:
     full = run_qbench("run", "+suite=vision", "suite.dry_run=true")
     assert full.returncode == 0, full.stderr
-    assert len(_cells(full.stdout)) == 3 * 8 * 4  # 3 reference models x 8 schemes x 4 backends
+    assert len(_cells(full.stdout)) == 3 * 8 * 5  # 3 reference models x 8 schemes x 5 backends
     narrowed = run_qbench("run", "+suite=vision", "model=digits_cnn", "backend=torch", "suite.dry_run=true")
     assert narrowed.returncode == 0, narrowed.stderr
     cells = _cells(narrowed.stdout)

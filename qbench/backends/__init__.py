@@ -23,6 +23,7 @@ _REGISTRY = {
     "torch_int8": ("qbench.backends.torch_int8", "TorchInt8Backend", "TorchInt8Config"),
     "onnxruntime": ("qbench.backends.onnxruntime", "OnnxRuntimeBackend", "OnnxRuntimeConfig"),
     "openvino": ("qbench.backends.openvino", "OpenVinoBackend", "OpenVinoConfig"),
+    "executorch": ("qbench.backends.executorch", "ExecuTorchBackend", "ExecuTorchConfig"),
 }
 BACKENDS = tuple(_REGISTRY)
 assert set(BACKENDS) == set(BACKEND_NAMES), "qbench.config.names.BACKENDS lists every registered backend"

@@ -54,7 +54,8 @@ def cell_name(cfg: QBenchConfig | DictConfig) -> str:
     """Readable cell name, e.g. ``resnet18/w8a8-pc/onnxruntime``; the dataset is added when not digits,
     the task when not image classification (``digit_regression:digits_cnn/...``), the device when not cpu,
     settings that differ from the defaults (``/u8s8`` int8 path, ``/opt-basic`` ORT graph optimization, ``/nncf``
-    OpenVINO int8 source), and explicit thread counts / latency batch sizes as ``/t1``, ``/b8``."""
+    OpenVINO int8 source, ``/obs-xnnpack`` ExecuTorch observers), and explicit thread counts / latency batch sizes
+    as ``/t1``, ``/b8``."""
     model = cfg.model.name if cfg.dataset.name == "digits" else f"{cfg.model.name}@{cfg.dataset.name}"
     task = getattr(getattr(cfg, "task", None), "name", DEFAULT_TASK)
     if task != DEFAULT_TASK:  # a prefix: reports read the scheme as the second "/" part
@@ -68,6 +69,9 @@ def cell_name(cfg: QBenchConfig | DictConfig) -> str:
     source = getattr(cfg.backend, "int8_source", "qdq")  # openvino: NNCF's int8 model instead of qbench's QDQ
     if source != "qdq":
         name += f"/{source}"
+    observers = getattr(cfg.backend, "observers", "qbench")  # executorch: the XNNPACK quantizer's own observers
+    if observers != "qbench":
+        name += f"/obs-{observers}"
     level = getattr(cfg.backend, "graph_optimization_level", "all")
     if cfg.backend.name == "onnxruntime" and level != "all":  # a sweep over levels must not repeat a name
         name += f"/opt-{level}"

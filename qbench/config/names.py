@@ -39,7 +39,7 @@ DATASETS = ("digits", "imagefolder", "cifar10", "mnist", "fake", "lee_corpus", "
 # text datasets (qbench/data/text.py), read from installed packages, and the tasks they feed
 TEXT_DATASETS = {"lee_corpus": "language_modeling", "word_similarity": "embedding_similarity"}
 # backends (qbench/backends)
-BACKENDS = ("torch", "torch_int8", "onnxruntime", "openvino")
+BACKENDS = ("torch", "torch_int8", "onnxruntime", "openvino", "executorch")
 # tasks (qbench/tasks): every module there but these is a task plug-in named after its module
 DEFAULT_TASK = "image_classification"
 TASK_PACKAGE = "qbench.tasks"
@@ -53,6 +53,8 @@ GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 OPENVINO_INT8_SOURCES = ("qdq", "nncf")
 OPENVINO_PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+# ExecuTorch (qbench/backends/executorch): whose observers calibrate the PT2E XNNPACK quantizer
+EXECUTORCH_OBSERVERS = ("qbench", "xnnpack")
 STABILITY_METRICS = ("median_ci", "robust_cv", "cv")
 LATENCY_WINDOWS = ("adaptive", "fixed")
 # MLPerf load scenarios (qbench/measure/scenarios.py) and how long each LoadGen run is

@@ -151,3 +151,23 @@ def torch_op_mix(model: nn.Module, layers: dict[str, LayerCount]) -> tuple[dict[
     metrics = _metrics(kinds, sum(c.macs for c in layers.values()))
     tags = {"opmix.ops": ",".join(f"{op}={n}" for op, n in sorted(counter.items())), "opmix.verdict": verdict(metrics)}
     return metrics, tags
+
+
+def delegated_op_mix(ops: list[tuple[str, bool, bool, bool, int | None]], layers: dict[str, LayerCount]
+                     ) -> tuple[dict[str, float], dict[str, str]]:
+    """Op mix of a lowered ExecuTorch program (:mod:`qbench.backends.executorch.deploy`), given as (op name,
+    delegated, int8, is_conv, MACs per sample or None) per compute op. A compute op counts as integer only when it
+    is delegated *and* int8 (a quantized op left to the portable kernels runs in float after dequantizing), so the
+    shared kernel rule reads "int8" only when >= 90 % of MACs run in a delegated int8 op; the delegated share itself
+    (float or int8) is ``opmix.delegated_op_share`` / ``opmix.delegated_mac_share``."""
+    kinds = [(op, delegated and integer, is_conv, macs) for op, delegated, integer, is_conv, macs in ops]
+    metrics = _metrics(kinds, sum(c.macs for c in layers.values()) or sum(k[3] or 0 for k in kinds))
+    delegated = [(macs, is_delegated) for _, is_delegated, _, _, macs in ops]
+    metrics["opmix.delegated_ops"] = float(sum(1 for _, d in delegated if d))
+    metrics["opmix.delegated_op_share"] = metrics["opmix.delegated_ops"] / len(ops) if ops else 0.0
+    mapped = sum(m for m, _ in delegated if m is not None)
+    if mapped:
+        metrics["opmix.delegated_mac_share"] = sum(m for m, d in delegated if d and m is not None) / mapped
+    counter = Counter(f"{'xnnpack' if d else 'portable'}:{'int8' if i else 'fp32'}.{op}" for op, d, i, _, _ in ops)
+    tags = {"opmix.ops": ",".join(f"{op}={n}" for op, n in sorted(counter.items())), "opmix.verdict": verdict(metrics)}
+    return metrics, tags

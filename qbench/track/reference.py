@@ -12,8 +12,8 @@ backend keys that only change how a *quantized* model is built (:data:`QUANTIZED
 - backend (name, device, opset, graph optimization level, providers): they change what the FP32 model itself
   runs, so a sweep over ``backend.graph_optimization_level`` gets one reference per level.
 - not the int8-only keys (``backend.int8_path``, ``backend.quantized_engine``, ``backend.pre_process``,
-  ``backend.int8_source``): an FP32 cell runs the same whatever they say, so a sweep over ``backend.int8_path``
-  shares one reference.
+  ``backend.int8_source``, ``backend.observers``): an FP32 cell runs the same whatever they say, so a sweep over
+  ``backend.int8_path`` shares one reference.
 - measure (threads, latency protocol, batch sizes): a speed-up is a ratio of two latencies measured alike.
 - not ``quant.`` (the scheme is what is compared), ``tracking.``, ``suite.``, ``debug.``, ``results_dir``.
 
