@@ -73,3 +73,20 @@ def test_smollm2_language_modeling_cell(run_qbench, tmp_path) -> None:
     # quantized (q, o 576x576; k, v 576x192; gate, up, down 576x1536)
     assert tags["quant.keep_float"].endswith("lm_head") and tags["quant.layer_types"]
     assert m["size.quantized_params"] == 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
+
+
+@pytest.mark.parametrize(("quant", "calls"), [("dynamic8", "one word per call"), ("w4_g128", "batches")])
+def test_word_similarity_batches_unless_activation_ranges_are_per_call(compose, monkeypatch, quant, calls) -> None:
+    """Dynamic int8 takes its activation range per call, so its words are embedded one per call; every other
+    scheme's embeddings do not depend on the batch, and it is evaluated in batches (10 s -> 1.5 s a model)."""
+    from qbench import config as qconfig
+    from qbench.tasks import embedding_similarity, get_task
+
+    cfg = qconfig.validate(compose("+workload=minilm_similarity", f"quant={quant}"))
+    task = get_task(cfg.task.name, cfg.task.options)
+    splits = task.splits(cfg, need_train=False)
+    seen: list[int] = []
+    monkeypatch.setattr(embedding_similarity, "collect", lambda models, splits, batch: seen.append(batch))
+    monkeypatch.setattr(task, "score", lambda ev: {})
+    task.evaluate({}, splits, batch_size=999)
+    assert seen == ([1] if calls == "one word per call" else [64])

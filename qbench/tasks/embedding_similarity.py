@@ -1,7 +1,8 @@
 """``embedding_similarity``: how well a sentence encoder's embeddings rank word pairs as humans do.
 
 Data (``dataset=word_similarity``): WordSim353 and SimLex-999 (gensim's copies); every distinct word is
-embedded once (``task.options.max_tokens`` tokens, padded), one word per call (``eval_batch_size``).
+embedded once (``task.options.max_tokens`` tokens, padded), in batches of ``eval_batch_size`` words, or one word
+per call (``dynamic_eval_batch_size``) when the scheme quantizes activations dynamically (its range is per call).
 Calibration: sentences of the Lee news corpus (other text than the evaluation words), same token length.
 
 Metrics: Spearman ρ between the cosine of each pair's embeddings and the human score, per set
@@ -36,12 +37,14 @@ class EmbeddingSimilarity(Task):
     higher_is_better = True
     delta_metric = "sim.delta_spearman"
     subsettable = False  # the word pairs index every word of the split
+    dynamic_activations = False  # set by splits() from the cell's scheme
 
     def evaluate(self, models: Mapping[str, Callable[[NamedBatch], Outputs]], splits: DataSplits,
                  batch_size: int) -> dict[str, float]:
-        # one text per call by default, as an embedding service runs: dynamic quantization takes its activation
-        # range per call, so a batch of many texts would share one range (task.options.eval_batch_size)
-        return self.score(collect(models, splits, int(self.option("eval_batch_size"))))
+        # dynamic quantization takes its activation range per call: a batch of many texts would share one range, so
+        # those schemes embed one text per call, as an embedding service runs (conf/task/embedding_similarity.yaml)
+        key = "dynamic_eval_batch_size" if self.dynamic_activations else "eval_batch_size"
+        return self.score(collect(models, splits, int(self.option(key))))
 
     def splits(self, cfg: QBenchConfig, need_train: bool) -> DataSplits:
         from torch.utils.data import TensorDataset
@@ -51,6 +54,7 @@ class EmbeddingSimilarity(Task):
         from qbench.data.text import lee_documents, word_pairs
         from qbench.zoo.hf import load_tokenizer
 
+        self.dynamic_activations = cfg.quant.method == "dynamic"
         tokenizer = load_tokenizer(cfg.model)
         length = int(self.option("max_tokens"))
         self.pairs = {name: word_pairs(name) for name in self.option("sets")}
