@@ -75,6 +75,7 @@ def _children(runs: list) -> tuple[list, list]:
     return parents, children
 
 
+@pytest.mark.slow  # 20-60 s: keeps the default run near 15 min on 2 cores (pytest -m slow runs it)
 def test_joblib_workers_log_to_one_server_under_one_parent(run_qbench, server, tmp_path) -> None:
     server.start()
     out = run_qbench("run", "+suite=smoke", "backend=torch", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -112,6 +113,7 @@ def test_server_down_nothing_lost_then_sync_exactly_once(run_qbench, server, tmp
     assert len(server.runs()) == 4  # nothing uploaded twice
 
 
+@pytest.mark.slow  # 20-60 s: keeps the default run near 15 min on 2 cores (pytest -m slow runs it)
 def test_sync_does_not_duplicate_a_run_whose_record_was_not_marked(run_qbench, server, tmp_path) -> None:
     """A sync interrupted after creating the run but before marking the record must not upload it again."""
     out = run_qbench("run", "quant=fp32", "measure=quick", "tracking=server", f"tracking.uri={server.uri}")

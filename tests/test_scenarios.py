@@ -37,6 +37,7 @@ def test_server_search_finds_a_qps_whose_p99_meets_the_bound(tmp_path: Path) -> 
     assert (tmp_path / "qps_0" / "mlperf_log_summary.txt").is_file()  # LoadGen's own logs are kept
 
 
+@pytest.mark.slow  # 20-60 s: keeps the default run near 15 min on 2 cores (pytest -m slow runs it)
 def test_an_fp32_and_an_int8_cell_report_offline_throughput(run_qbench, tmp_path: Path) -> None:
     for quant in ("fp32", "w8a8_pc"):
         out = run_qbench("run", "model=digits_cnn", "backend=onnxruntime", f"quant={quant}",

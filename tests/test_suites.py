@@ -129,6 +129,7 @@ def test_a_reference_model_that_fails_to_train_fails_its_cells_and_the_suite_goe
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.info.run_name for r in children) == sorted(records)
 
+@pytest.mark.slow  # 20-60 s: keeps the default run near 15 min on 2 cores (pytest -m slow runs it)
 def test_a_hanging_cell_times_out(run_qbench, tmp_path) -> None:
     out = run_qbench("run", "+suite=smoke", SMOKE_TORCH, "quant=w4_wo", "debug.fault=hang", "debug.fault_on=*w4*",
                      "measure.timeout_s=20", "tracking=none")

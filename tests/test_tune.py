@@ -96,6 +96,7 @@ _QUICK = ("measure=quick", "measure.threads.intra_op=1", "measure.latency.min_ca
           "measure.latency.min_duration_s=0.1", "measure.energy.duration_s=0", "measure.paired.enabled=false")
 
 
+@pytest.mark.slow  # 20-60 s: keeps the default run near 15 min on 2 cores (pytest -m slow runs it)
 def test_tune_digits_writes_a_preset_that_runs(run_qbench, tmp_path: Path) -> None:
     from qbench.track.mlflow_tracker import PARENT_TAG, client_for
     from qbench.track.query import NoRunsFound, find_suite_run

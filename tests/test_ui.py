@@ -199,6 +199,7 @@ def _text(dom: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
 
 
+@pytest.mark.slow  # 20-60 s: keeps the default run near 15 min on 2 cores (pytest -m slow runs it)
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_path: Path) -> None:
     import mlflow
