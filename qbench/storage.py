@@ -7,13 +7,14 @@ exports and decoded image subsets. Free of torch: the orchestrating process impo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 T = TypeVar("T")
 
@@ -54,3 +55,35 @@ def cached(path: Path, build: Callable[[], T], save: Callable[[T, Path], Any], l
         value = build()
         write_atomic(path, lambda tmp: save(value, tmp), suffix)
     return value, False
+
+
+def evict_least_recent(folder: Path, max_bytes: int, pattern: str = "*", keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used files of ``folder`` matching ``pattern`` until they hold at most
+    ``max_bytes`` (``keep`` is never deleted); returns what was deleted. Recency is the file's mtime, which a cache
+    hit refreshes (:func:`touch`). A file whose lock another process holds (it is loading or writing it) is
+    skipped, so eviction never pulls a file from under a reader."""
+    files = sorted((f for f in folder.glob(pattern) if f.is_file() and not f.name.endswith(".lock")),
+                   key=lambda f: f.stat().st_mtime)
+    total = sum(f.stat().st_size for f in files)
+    deleted: list[Path] = []
+    for victim in files:
+        if total <= max_bytes:
+            break
+        if keep is not None and victim == keep:
+            continue
+        try:
+            with file_lock(victim.with_suffix("")).acquire(timeout=0):
+                size = victim.stat().st_size
+                victim.unlink()
+        except (Timeout, FileNotFoundError):
+            continue
+        total -= size
+        deleted.append(victim)
+    return deleted
+
+
+def touch(path: Path) -> None:
+    """Mark a cache file as just used (its mtime), for :func:`evict_least_recent`."""
+    with contextlib.suppress(OSError):  # a read-only cache still serves hits
+        os.utime(path)
+

@@ -142,3 +142,38 @@ def test_concurrent_first_use_trains_once(tmp_path: Path) -> None:
     outputs = [int(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
     assert outputs[0] == outputs[1] and outputs[0] in {p.pid for p in procs}
     assert len(list((tmp_path / "fresh-cache" / "models").glob("*/model.pt"))) == 1
+
+
+def test_algorithm_cache_evicts_least_recently_used_within_its_budget(tmp_path) -> None:
+    """GPTQ/AWQ results of an LLM are ~1.2 GB each: the folder keeps within its budget, dropping the entries used
+    longest ago, never the one just written and never one whose lock another process holds."""
+    import os
+    import subprocess
+    import sys
+
+    from qbench.storage import evict_least_recent, file_lock, touch
+
+    files = []
+    for name in ["a", "b", "c", "d"]:
+        f = tmp_path / f"{name}.pt"
+        f.write_bytes(b"x" * 100)
+        files.append(f)
+    a, b, c, d = files
+    for age, f in enumerate([c, b, a, d]):  # c oldest, then b, a, d
+        os.utime(f, (1000 + age, 1000 + age))
+    touch(a)  # a cache hit makes "a" the most recent
+    held = subprocess.Popen([sys.executable, "-c", "import sys, time; from qbench.storage import file_lock; "
+                             f"lock = file_lock(__import__('pathlib').Path({str(c.with_suffix(''))!r})); "
+                             "lock.acquire(); print('held', flush=True); time.sleep(30)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        deleted = evict_least_recent(tmp_path, max_bytes=300, pattern="*.pt", keep=d)
+    finally:
+        held.kill()
+    # c is the oldest but locked by the other process (skipped); b goes; a was just used, d just written
+    assert deleted == [b] and not b.exists()
+    assert c.exists() and d.exists() and a.exists()
+    with file_lock(c.with_suffix("")):
+        pass  # the other process is gone: the lock is free again
+    assert evict_least_recent(tmp_path, max_bytes=200, pattern="*.pt", keep=d) == [c]

@@ -65,7 +65,7 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     from qbench.config import paths
     from qbench.quant.algorithms import apply_algorithm
     from qbench.quant.simulate import SIMULATION_VERSION, quantized_layers
-    from qbench.storage import cached
+    from qbench.storage import cached, evict_least_recent, touch
 
     def build() -> dict[str, object]:
         batches = [(b,) if isinstance(b, torch.Tensor) else tuple(b)
@@ -84,4 +84,16 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     path = paths.cache_dir() / "algorithms" / f"{cache_key}-{quant.algorithm}-{digest}-s{SIMULATION_VERSION}.pt"
     # qbench's own cache file (a pickled simulated module), not user input
     blob, hit = cached(path, build, torch.save, lambda p: torch.load(p, weights_only=False))
+    if hit:
+        touch(path)
+    else:  # a SmolLM2 entry is ~1.2 GB: keep the folder within its budget, least recently used first
+        evict_least_recent(path.parent, algorithm_cache_bytes(), "*.pt", keep=path)
     return blob["model"], {**blob["stats"], "quant.algorithm_cached": float(hit)}  # type: ignore[arg-type, dict-item]
+
+
+def algorithm_cache_bytes() -> int:
+    """The algorithm cache's size budget: ``QBENCH_ALGORITHM_CACHE_GB`` (default 8 GB, a handful of LLM entries)."""
+    import os
+
+    return int(float(os.environ.get("QBENCH_ALGORITHM_CACHE_GB", "8")) * 2**30)
+
