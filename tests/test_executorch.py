@@ -110,9 +110,9 @@ def test_bad_setting_or_unsupported_scheme_is_one_line(run_qbench, args, fragmen
 
 
 def test_cells_are_skipped_with_the_reason_where_executorch_is_absent(compose, monkeypatch) -> None:
-    import qbench.backends.executorch as et_backend
+    import qbench.backends.base as backend_base
 
-    monkeypatch.setattr(et_backend, "find_spec", lambda name: None)
+    monkeypatch.setattr(backend_base, "find_spec", lambda name: None)
     for quant in ("fp32", "w8a8_pc"):
         cfg = qconfig.validate(compose("backend=executorch", f"quant={quant}"))
         assert get_backend("executorch").unsupported_reason(cfg) == (

@@ -73,7 +73,7 @@ def test_w8a8_pc_runs_in_int8_kernels(run_qbench, tmp_path, model, source) -> No
     [
         (("backend.int8_source=ort",), "backend.int8_source=ort", True),
         (("backend.graph_optimization_level=basic",), "backend.graph_optimization_level is a setting of", True),
-        (("quant=w4a8_pc",), "W4A8: OpenVINO's CPU int8 kernels are 8-bit x 8-bit", False),
+        (("quant=w4a8_pc",), "W4A8: OpenVINO's CPU int8 kernels are int8 x int8", False),
         (("quant=dynamic8",), "quant.method=dynamic", False),
         (("quant=w8a8_pc", "quant.activations.observer=mse", "backend.int8_source=nncf"), "NNCF has minmax", False),
     ],
@@ -87,9 +87,9 @@ def test_bad_setting_or_unsupported_scheme_is_one_line(run_qbench, tmp_path, arg
 
 
 def test_cells_are_skipped_with_the_reason_where_openvino_is_absent(compose, monkeypatch) -> None:
-    import qbench.backends.openvino as ov_backend
+    import qbench.backends.base as backend_base
 
-    monkeypatch.setattr(ov_backend, "find_spec", lambda name: None)
+    monkeypatch.setattr(backend_base, "find_spec", lambda name: None)
     nncf = qconfig.validate(compose("backend=openvino", "quant=w8a8_pc", "backend.int8_source=nncf"))
     assert get_backend("openvino").unsupported_reason(nncf) == (
         'openvino and nncf not installed (pip install -e ".[openvino]")')

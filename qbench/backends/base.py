@@ -8,7 +8,9 @@ capability check the orchestrator calls (no torch, no deployment code imported: 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import import_module
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 
 KERNELS = ("fp32", "simulated", "int8", "int4", "mixed")
 TORCH_MODEL_NEEDED = "model=onnx is an ONNX file: the torch backends need a torch module (use backend=onnxruntime)"
+HF_NOT_EXPORTED = "transformers models are not exported to ONNX by qbench yet (text runs on torch and torch_int8)"
 
 
 class UnsupportedScheme(Exception):
@@ -24,6 +27,41 @@ class UnsupportedScheme(Exception):
 
 # the layer types qbench's simulation can quantize (qbench.quant.simulate.QUANTIZABLE, by name)
 ALL_LAYER_TYPES = ("Conv2d", "Linear")
+
+
+def missing_packages(names: Iterable[str], extra: str) -> str | None:
+    """The packages of ``names`` this environment lacks, with the extra that installs them, or None."""
+    absent = [name for name in names if find_spec(name) is None]
+    return f"{' and '.join(absent)} not installed (pip install -e \".[{extra}]\")" if absent else None
+
+
+def cpu_runtime_reason(cfg: QBenchConfig, missing: str | None, sources: dict[str, str],
+                       runs_on: str) -> str | None:
+    """The checks of a CPU-only runtime before its scheme: its package (``missing``: why it is absent), the model's
+    source (``sources``: source -> why it cannot deploy it) and the device (``runs_on`` says what runs where)."""
+    if missing:
+        return missing
+    if cfg.model.source in sources:
+        return sources[cfg.model.source]
+    if cfg.backend.device != "cpu":
+        return f"backend.device={cfg.backend.device}: {runs_on}"
+    return None
+
+
+def static_int8_reason(cfg: QBenchConfig, kernels: str) -> str | None:
+    """The first limit of a static int8 x int8 kernel library (``kernels`` names it) that ``cfg``'s scheme runs into:
+    8-bit weights and activations, one weight scale per tensor or output channel, symmetric weights, one activation
+    scale per tensor. The limits of XNNPACK's and OpenVINO's CPU int8 kernels alike."""
+    w, a = cfg.quant.weights, cfg.quant.activations
+    if w.bits != 8 or a.bits != 8:
+        return f"W{w.bits}A{a.bits}: {kernels} are int8 x int8 (no other static widths)"
+    if w.granularity == "per_group":
+        return f"per-group weights: {kernels} take one weight scale per tensor or per output channel"
+    if a.granularity != "per_tensor":
+        return f"per-channel activations: {kernels} take one activation scale per tensor"
+    if not w.symmetric:
+        return f"asymmetric weights: {kernels} take symmetric int8 weights (no weight zero point)"
+    return None
 
 
 class Backend:

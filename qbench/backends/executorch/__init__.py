@@ -37,10 +37,9 @@ Capabilities here (torch-free: whether executorch is installed is looked up, not
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
-from qbench.backends.base import Backend
+from qbench.backends.base import Backend, cpu_runtime_reason, missing_packages, static_int8_reason
 from qbench.config.layers import overrides
 
 if TYPE_CHECKING:
@@ -52,26 +51,18 @@ ACTIVATION_OBSERVERS = ("minmax", "histogram")
 
 def missing_package() -> str | None:
     """The packages a cell needs and this environment lacks (executorch; torchao for PT2E), or None."""
-    absent = [name for name in ("executorch", "torchao") if find_spec(name) is None]
-    return f"{' and '.join(absent)} not installed (pip install -e \".[executorch]\")" if absent else None
+    return missing_packages(("executorch", "torchao"), "executorch")
 
 
 def _static_reason(cfg: QBenchConfig) -> str | None:
-    q = cfg.quant
-    w, a = q.weights, q.activations
-    kernel_rules = (  # (the scheme needs what XNNPACK's static int8 path lacks, why) — the first that applies
-        (w.bits != 8 or a.bits != 8, f"W{w.bits}A{a.bits}: XNNPACK's static quantized kernels are int8 x int8 "
-                                     "(the XNNPACK quantizer has no other static widths)"),
-        (w.granularity == "per_group", "per-group weights: the XNNPACK quantizer's static configs are per-tensor or "
-                                       "per-channel"),
-        (a.granularity != "per_tensor", "per-channel activations: XNNPACK's int8 kernels take one activation scale "
-                                        "per tensor"),
-        (not w.symmetric, "asymmetric weights: the XNNPACK quantizer's int8 weights are symmetric"),
-        (a.symmetric, "symmetric activations: the XNNPACK quantizer calibrates asymmetric int8 activations"),
-    )
-    lacking = next((why for applies, why in kernel_rules if applies), None)
-    if lacking:
-        return lacking
+    return static_int8_reason(cfg, "XNNPACK's static quantized kernels") or _quantizer_reason(cfg)
+
+
+def _quantizer_reason(cfg: QBenchConfig) -> str | None:
+    """What the PT2E XNNPACK quantizer cannot calibrate as the scheme asks."""
+    w, a = cfg.quant.weights, cfg.quant.activations
+    if a.symmetric:
+        return "symmetric activations: the XNNPACK quantizer calibrates asymmetric int8 activations"
     if cfg.backend.observers == "qbench":
         if w.observer != "minmax":
             return (f"weights observer {w.observer}: the XNNPACK quantizer estimates weight ranges with min/max only "
@@ -86,18 +77,13 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
-        missing = missing_package()
-        if missing:
-            return missing
-        if cfg.model.source == "onnx":
-            return "model=onnx is an ONNX file: ExecuTorch lowers a torch module (torch.export)"
-        if cfg.model.source == "hf":
-            return "transformers models are not lowered to ExecuTorch by qbench yet (text runs on torch and torch_int8)"
-        if cfg.backend.device != "cpu":
-            return f"backend.device={cfg.backend.device}: the executorch backend runs XNNPACK on the CPU"
+        reason = cpu_runtime_reason(cfg, missing_package(), {
+            "onnx": "model=onnx is an ONNX file: ExecuTorch lowers a torch module (torch.export)",
+            "hf": "transformers models are not lowered to ExecuTorch by qbench yet (text runs on torch and torch_int8)",
+        }, "the executorch backend runs XNNPACK on the CPU")
         q = cfg.quant
-        if q.method == "none":
-            return None
+        if reason or q.method == "none":
+            return reason
         if q.method == "qat":
             return ("QAT: qbench's learned scales do not reach the PT2E XNNPACK quantizer, which calibrates its own "
                     "observers (torch_int8, onnxruntime and openvino deploy QAT)")

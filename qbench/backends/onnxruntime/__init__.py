@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qbench.backends.base import ALL_LAYER_TYPES, Backend
+from qbench.backends.base import ALL_LAYER_TYPES, HF_NOT_EXPORTED, Backend, cpu_runtime_reason
 from qbench.config.layers import changes_grid
 
 if TYPE_CHECKING:
@@ -60,10 +60,10 @@ class OnnxRuntimeBackend(Backend):
         if cfg.quant.algorithm in CODE_ALGORITHMS and cfg.quant.method == "weight_only":
             return (f"quant.algorithm={cfg.quant.algorithm} weight-only: MatMulNBitsQuantizer computes its own scales "
                     "and rounds again (static W8A8/W4A8 deploys the algorithm's codes)")
-        if cfg.model.source == "hf":
-            return "transformers models are not exported to ONNX by qbench yet (text runs on torch and torch_int8)"
-        if cfg.backend.device != "cpu":
-            return "the onnxruntime backend picks its device through backend.providers; keep backend.device=cpu"
+        reason = cpu_runtime_reason(cfg, None, {"hf": HF_NOT_EXPORTED},
+                                    "the onnxruntime backend picks its device through backend.providers; keep cpu")
+        if reason:
+            return reason
         q = cfg.quant
         w, a = q.weights, q.activations
         moved = changes_grid(q)

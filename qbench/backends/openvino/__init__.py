@@ -28,10 +28,16 @@ Capabilities here (torch-free: whether openvino/nncf are installed is looked up,
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
-from qbench.backends.base import ALL_LAYER_TYPES, Backend
+from qbench.backends.base import (
+    ALL_LAYER_TYPES,
+    HF_NOT_EXPORTED,
+    Backend,
+    cpu_runtime_reason,
+    missing_packages,
+    static_int8_reason,
+)
 
 # ORT's calibrators (the qdq path calibrates with them when there is no torch model to take scales from)
 from qbench.backends.onnxruntime import CALIBRATORS
@@ -48,26 +54,17 @@ def missing_package(cfg: QBenchConfig) -> str | None:
     needed = ["openvino"]
     if cfg.quant.method == "weight_only" or (cfg.quant.method != "none" and cfg.backend.int8_source == "nncf"):
         needed.append("nncf")
-    absent = [name for name in needed if find_spec(name) is None]
-    return f"{' and '.join(absent)} not installed (pip install -e \".[openvino]\")" if absent else None
+    return missing_packages(needed, "openvino")
 
 
 def _static_reason(cfg: QBenchConfig) -> str | None:
+    return static_int8_reason(cfg, "OpenVINO's CPU int8 kernels") or _calibration_reason(cfg)
+
+
+def _calibration_reason(cfg: QBenchConfig) -> str | None:
+    """What the chosen int8 source (NNCF, or qbench's QDQ model) cannot calibrate as the scheme asks."""
     q = cfg.quant
     w, a = q.weights, q.activations
-    kernel_rules = (  # (the scheme needs what the CPU plugin's int8 kernels lack, why) — the first that applies
-        (w.bits != 8 or a.bits != 8, f"W{w.bits}A{a.bits}: OpenVINO's CPU int8 kernels are 8-bit x 8-bit "
-                                     "(other widths would run as FakeQuantize in float)"),
-        (w.granularity == "per_group", "per-group weights: no blocked-weight int8 convolution/matmul in OpenVINO's "
-                                       "CPU plugin"),
-        (a.granularity != "per_tensor", "per-channel activations: OpenVINO's int8 kernels take one activation scale "
-                                        "per tensor"),
-        (not w.symmetric, "asymmetric weights: OpenVINO's CPU int8 kernels take symmetric s8 weights (no weight "
-                          "zero point)"),
-    )
-    lacking = next((why for applies, why in kernel_rules if applies), None)
-    if lacking:
-        return lacking
     if cfg.backend.int8_source == "nncf":
         if q.method == "qat":
             return "QAT's learned scales reach OpenVINO through qbench's QDQ model (backend.int8_source=qdq)"
@@ -106,16 +103,11 @@ class OpenVinoBackend(Backend):
         return ("Linear",) if cfg.quant.method == "weight_only" else ALL_LAYER_TYPES
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
-        missing = missing_package(cfg)
-        if missing:
-            return missing
-        if cfg.model.source == "hf":
-            return "transformers models are not exported to ONNX by qbench yet (text runs on torch and torch_int8)"
-        if cfg.backend.device != "cpu":
-            return f"backend.device={cfg.backend.device}: the openvino backend runs on OpenVINO's CPU plugin"
+        reason = cpu_runtime_reason(cfg, missing_package(cfg), {"hf": HF_NOT_EXPORTED},
+                                    "the openvino backend runs on OpenVINO's CPU plugin")
         q = cfg.quant
-        if q.method == "none":
-            return None
+        if reason or q.method == "none":
+            return reason
         if q.algorithm != "rtn":
             return (f"quant.algorithm={q.algorithm}: the QDQ export and NNCF round the exported FP32 weights "
                     "themselves (AWQ/SmoothQuant's 1/s input scale is not exported): torch and torch_int8 run it")

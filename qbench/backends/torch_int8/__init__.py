@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qbench.backends.base import ALL_LAYER_TYPES, TORCH_MODEL_NEEDED, Backend
+from qbench.backends.base import ALL_LAYER_TYPES, TORCH_MODEL_NEEDED, Backend, cpu_runtime_reason
 from qbench.config.layers import changes_grid
 
 if TYPE_CHECKING:
@@ -43,14 +43,12 @@ class TorchInt8Backend(Backend):
         return ("Linear",) if cfg.quant.method in ("dynamic", "weight_only") else ALL_LAYER_TYPES
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
-        if cfg.model.source == "onnx":
-            return TORCH_MODEL_NEEDED
-        if cfg.backend.device != "cpu":
-            return "PyTorch's quantized int8 kernels (fbgemm/oneDNN) run on the CPU only"
+        reason = cpu_runtime_reason(cfg, None, {"onnx": TORCH_MODEL_NEEDED},
+                                    "PyTorch's quantized int8 kernels (fbgemm/oneDNN) run on the CPU only")
         q = cfg.quant
         w, a = q.weights, q.activations
-        if q.method == "none":
-            return None
+        if reason or q.method == "none":
+            return reason
         moved = changes_grid(q)
         if moved:
             return (f"quant.layers {'; '.join(moved)}: torch_int8 deploys one grid per scheme (layers can only be kept "
