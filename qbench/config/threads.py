@@ -9,6 +9,8 @@ import psutil
 
 # pid of the orchestrator that spawned a worker, which the worker must not outlive (qbench.worker)
 PARENT_PID_ENV = "QBENCH_PARENT_PID"
+# modules (comma-separated) a fork server imports besides the worker's own, because its cells import them anyway
+PRELOAD_ENV = "QBENCH_FORKSERVER_PRELOAD"
 
 
 def resolve_threads(cfg: Any) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from qbench import config as qconfig
-from qbench.config.threads import PARENT_PID_ENV, worker_env
+from qbench.config.threads import PARENT_PID_ENV, PRELOAD_ENV, worker_env
 from qbench.record import CellResult, make_record, write_record
 
 log = logging.getLogger("qbench")
@@ -61,18 +61,37 @@ def _worker_env(cfg: qconfig.QBenchConfig) -> dict[str, str]:
     return {**worker_env(cfg, dict(os.environ)), PARENT_PID_ENV: str(os.getpid())}
 
 
+# modules every cell of a model source imports (transformers with torchao: ~3.5 s here)
+SOURCE_PRELOAD = {"hf": ("transformers.modeling_utils",)}
+
+
+def preload_modules(cfg: qconfig.QBenchConfig) -> tuple[str, ...]:
+    """What this cell imports anyway beyond the worker's own modules (its model source's library, its backend's
+    runtime): its fork server imports them once instead of every cell. Only what the cell itself would import:
+    a forked child's memory is the server's, and its peak RSS must stay what a spawned worker's is, which a
+    server preloading for other cells would inflate (a test compares the two)."""
+    from qbench.backends import get_backend
+
+    return (*SOURCE_PRELOAD.get(cfg.model.source, ()), *get_backend(cfg.backend.name).preload)
+
+
+def _fork_env(cfg: qconfig.QBenchConfig) -> dict[str, str]:
+    """The environment of the cell's fork server (its key: cells that need other preloads get another server)."""
+    preload = preload_modules(cfg)
+    return {**_worker_env(cfg), **({PRELOAD_ENV: ",".join(preload)} if preload else {})}
+
+
 def _start_worker(cfg: qconfig.QBenchConfig, cell_dir: Path, log_file: Any) -> Any:
     """A forked cell (``suite.fork_server``) or, where that is off or unavailable, a spawned interpreter; both
     answer ``poll``/``kill``/``wait``/``returncode`` like ``subprocess.Popen``."""
-    env = _worker_env(cfg)
     if cfg.suite.fork_server:
         from qbench.orchestrate.forkserver import fork_cell
 
-        forked = fork_cell([str(cell_dir)], env, log_file)
+        forked = fork_cell([str(cell_dir)], _fork_env(cfg), log_file)
         if forked is not None:
             return forked
     return subprocess.Popen([sys.executable, "-m", "qbench.worker", str(cell_dir)], stdout=log_file,
-                            stderr=subprocess.STDOUT, env=env)
+                            stderr=subprocess.STDOUT, env=_worker_env(cfg))
 
 
 def prestart_fork_server(cfg: qconfig.QBenchConfig) -> None:
@@ -80,7 +99,7 @@ def prestart_fork_server(cfg: qconfig.QBenchConfig) -> None:
     if cfg.suite.fork_server:
         from qbench.orchestrate.forkserver import prestart
 
-        prestart(_worker_env(cfg))
+        prestart(_fork_env(cfg))
 
 
 def spawn_worker(

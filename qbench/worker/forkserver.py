@@ -36,9 +36,12 @@ import socket
 import sys
 import traceback
 
+from qbench.config.threads import PRELOAD_ENV
+
 # exactly what a spawned worker imports before its cell (torch, numpy, omegaconf, ...): what a cell imports lazily
 # (torchvision, onnxruntime: ~0.2 s each) it imports in the child, so its memory is made of the same pages as a
-# spawned worker's
+# spawned worker's; the orchestrator adds (PRELOAD_ENV) what every cell of this server imports anyway
+# (transformers, ExecuTorch: seconds each), and gives cells that do not import those another server
 PRELOAD = ("qbench.worker.__main__", "qbench.worker.pipeline")
 _MAX_FDS = 2
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -52,6 +55,9 @@ def serve(sock: socket.socket) -> int:
     die_with_parent()
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
+        with contextlib.suppress(ImportError):  # the cell itself will say what is missing
+            importlib.import_module(name)
     gc.collect()
     gc.freeze()  # imported objects stay out of the children's collections (fewer copy-on-write pages)
     file_pages = resident_file_pages()

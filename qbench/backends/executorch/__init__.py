@@ -75,6 +75,8 @@ def _quantizer_reason(cfg: QBenchConfig) -> str | None:
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
+    # torch.export's lowering and the runtime: ~4 s of imports (torchao included) a cell would pay
+    preload = ("executorch.exir", "executorch.runtime")
 
     def unsupported_reason(self, cfg: QBenchConfig) -> str | None:
         reason = cpu_runtime_reason(cfg, missing_package(), {
