@@ -200,8 +200,8 @@ def test_readme_example_task_is_one_module_and_one_conf_file(qbench_cache, tmp_p
 def test_fp32_outputs_are_replayed_only_for_the_inputs_they_were_computed_on(tmp_path) -> None:
     """The FP32 reference's outputs, kept by the first cell, are replayed call by call while the inputs match;
     a changed input is recomputed, and outputs too large to keep are neither held nor saved."""
-    from qbench.worker import fp32_outputs
-    from qbench.worker.fp32_outputs import ReplayedOutputs
+    from qbench.worker import replay
+    from qbench.worker.replay import ReplayedOutputs
 
     calls: list[int] = []
 
@@ -222,7 +222,61 @@ def test_fp32_outputs_are_replayed_only_for_the_inputs_they_were_computed_on(tmp
     changed = [batches[0], {"x": torch.zeros(4)}, batches[2]]
     assert torch.equal(third(changed[1 - 1])["y"], expected[0]) and torch.equal(third(changed[1])["y"], torch.zeros(4))
     assert len(calls) == 4 and not third.all_replayed
-    big = ReplayedOutputs(lambda inputs: {"y": torch.zeros(fp32_outputs.MAX_BYTES // 4 + 1)}, tmp_path / "big.pt")
+    big = ReplayedOutputs(lambda inputs: {"y": torch.zeros(1)}, tmp_path / "big.pt")
+    big.nbytes = replay.MAX_BYTES  # as if 1 GiB had been kept already
     big({"x": torch.zeros(1)})
     big.save()
     assert not (tmp_path / "big.pt").exists() and big.calls[0][1] == {}
+
+
+def test_a_simulation_recorded_by_its_torch_cell_is_replayed_in_its_reduced_form(tmp_path) -> None:
+    """The torch cell (record_only) gets its full outputs and keeps the task's reduced form; a real backend's
+    cell replays that form without calling the model, and gets the same form when it has to compute it."""
+    from qbench.worker.replay import ReplayedOutputs
+
+    calls: list[int] = []
+
+    def model(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"logits": inputs["x"].unsqueeze(-1) * torch.arange(3.0)}
+
+    def reduce(inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"argmax": outputs["logits"].argmax(-1)}
+
+    batches = [{"x": torch.tensor([1.0, -1.0]) * (i + 1)} for i in range(2)]
+    recorder = ReplayedOutputs(model, tmp_path / "sim.pt", reduce, record_only=True)
+    full = [recorder(b) for b in batches]
+    recorder.save()
+    assert set(full[0]) == {"logits"} and len(calls) == 2
+    replayed = ReplayedOutputs(model, tmp_path / "sim.pt", reduce)
+    assert [replayed(b)["argmax"].tolist() for b in batches] == [[2, 0], [2, 0]]
+    assert replayed.all_replayed and len(calls) == 2
+    computed = ReplayedOutputs(model, tmp_path / "other.pt", reduce)
+    assert set(computed(batches[0])) == {"argmax"} and len(calls) == 3
+
+
+def test_language_modeling_scores_a_replayed_simulation_as_the_model_itself(compose) -> None:
+    """The deployment gap of a language model from the simulation's replay form (per-token log-probability and
+    argmax) equals the one from its logits."""
+    from qbench.tasks import get_task
+
+    task = get_task("language_modeling", compose("+workload=smollm2_perplexity").task.options)
+    torch.manual_seed(0)
+    windows = [torch.randint(0, 50, (1, 12)) for _ in range(3)]
+    weights = {role: torch.randn(50, 50) for role in ("deployed", "fp32", "simulated")}
+
+    def model(role: str):
+        return lambda inputs: {"logits": weights[role][inputs["input_ids"]]}
+
+    class Splits:
+        def loader(self, name: str, batch: int):
+            return ((w, None) for w in windows)
+
+        def named(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"input_ids": batch}
+
+    models = {role: model(role) for role in weights}
+    direct = task.evaluate(models, Splits(), 4)
+    reduced = dict(models, simulated=lambda inputs: task.replay_form(inputs, models["simulated"](inputs)))
+    assert task.evaluate(reduced, Splits(), 4) == pytest.approx(direct, rel=1e-6)
+    assert {"lm.perplexity_simulated", "lm.agreement_simulated"} <= set(direct)

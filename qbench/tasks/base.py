@@ -121,6 +121,12 @@ class Task(ABC):
         the evaluation split (:func:`collect`), scored by :meth:`score`."""
         return self.score(collect(models, splits, batch_size))
 
+    def replay_form(self, inputs: NamedBatch, outputs: Outputs) -> Outputs:
+        """What :meth:`evaluate` needs of a ``simulated`` model's outputs for ``inputs``, kept so that other cells
+        replay it (:mod:`qbench.worker.replay`); :meth:`evaluate` must accept it as that model's outputs.
+        Default: the outputs themselves."""
+        return outputs
+
     @abstractmethod
     def score(self, ev: Evaluation) -> dict[str, float]:
         """The task metric (``self.metric``) and the others, from the evaluation split's outputs."""

@@ -33,8 +33,8 @@ from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import layers_named, quantized_layers, weight_tensors
 from qbench.record import CellResult
 from qbench.tasks import Task, get_task
-from qbench.worker import fp32_outputs
-from qbench.worker.fp32_outputs import ReplayedOutputs
+from qbench.worker import replay
+from qbench.worker.replay import ReplayedOutputs
 from qbench.worker.speed import measure_load_scenario, measure_paired, measure_speed
 from qbench.worker.threads import apply_threads, resolve_threads
 from qbench.zoo.cache import reference_key
@@ -168,16 +168,25 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
 
     log.info("evaluating %s on %d samples", task.name, len(splits.evaluation))
     t0 = time.perf_counter()
-    reference_outputs = fp32.outputs
-    if cache_key is not None:
-        reference_outputs = ReplayedOutputs(fp32.outputs, fp32_outputs.cache_path({
-            "model": cache_key, "task": dataclasses.asdict(cfg.task), "dataset": dataclasses.asdict(cfg.dataset),
-            "eval_batch_size": cfg.measure.eval_batch_size, "host": tags["env.host_id"], "threads": [intra, inter],
-            "device": tags.get("device", "cpu")}))
-    metrics.update(evaluate(task, deployment, reference_outputs, simulated, splits, cfg.measure.eval_batch_size))
-    if isinstance(reference_outputs, ReplayedOutputs):
-        tags["eval.fp32_outputs"] = "replayed" if reference_outputs.all_replayed else "computed"
-        reference_outputs.save()
+    references: dict[str, Callable[[NamedBatch], Outputs]] = {"fp32": fp32.outputs}
+    if simulated is not None:
+        references["simulated"] = simulate_outputs(simulated)
+    if cache_key is not None:  # the references' outputs are replayed from the cell that computed them first
+        key = {"model": cache_key, "task": dataclasses.asdict(cfg.task), "dataset": dataclasses.asdict(cfg.dataset),
+               "eval_batch_size": cfg.measure.eval_batch_size, "host": tags["env.host_id"], "threads": [intra, inter],
+               "device": tags.get("device", "cpu")}
+        references["fp32"] = ReplayedOutputs(fp32.outputs, replay.cache_path(key))
+        if simulated is not None:
+            path = replay.cache_path({**key, "simulated": simulation_identity(deploy_cfg.quant, emulate, simulated)})
+            # the torch backend deploys the simulation itself: it records what the real backends' cells replay
+            references["simulated"] = ReplayedOutputs(deployment if deployment.kernel == "simulated"
+                                                      else references["simulated"], path, task.replay_form,
+                                                      record_only=deployment.kernel == "simulated")
+    metrics.update(evaluate(task, deployment, references, splits, cfg.measure.eval_batch_size))
+    for role, outputs in references.items():
+        if isinstance(outputs, ReplayedOutputs):
+            tags[f"eval.{role}_outputs"] = "replayed" if outputs.all_replayed else "computed"
+            outputs.save()
     metrics["time.accuracy_s"] = time.perf_counter() - t0
     metrics.update(_size_metrics(deployment, fp32_model))
     if fp32_model is not None:  # layer-level op counts need the torch graph
@@ -196,18 +205,36 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     )
 
 
-def evaluate(task: Task, deployment: Deployment, fp32_outputs: Callable[[NamedBatch], Outputs],
-             simulated: torch.nn.Module | None, splits: DataSplits, batch_size: int) -> dict[str, float]:
+def evaluate(task: Task, deployment: Deployment, references: dict[str, Callable[[NamedBatch], Outputs]],
+             splits: DataSplits, batch_size: int) -> dict[str, float]:
     """The task's metrics of the deployed model against the FP32 reference's outputs; on real backends also
-    against the simulated model of the same scheme on the same inputs (the deployment gap)."""
-    models = {"deployed": deployment, "fp32": fp32_outputs}
-    if simulated is not None and deployment.kernel != "simulated":
-
-        def simulate(inputs: NamedBatch) -> Outputs:
-            return module_outputs(simulated(*inputs.values()))
-
-        models["simulated"] = simulate
+    against the simulated model of the same scheme on the same inputs (the deployment gap). A simulated cell's
+    ``simulated`` reference only records its own deployed outputs (:mod:`qbench.worker.replay`)."""
+    models: dict[str, Callable[[NamedBatch], Outputs]] = {"deployed": deployment, "fp32": references["fp32"]}
+    simulation = references.get("simulated")
+    if isinstance(simulation, ReplayedOutputs) and simulation.record_only:
+        models["deployed"] = simulation
+    elif simulation is not None and deployment.kernel != "simulated":
+        models["simulated"] = simulation
     return task.evaluate(models, splits, batch_size)
+
+
+def simulate_outputs(simulated: torch.nn.Module) -> Callable[[NamedBatch], Outputs]:
+    """The simulated model as a callable from named inputs to named outputs."""
+
+    def simulate(inputs: NamedBatch) -> Outputs:
+        return module_outputs(simulated(*inputs.values()))
+
+    return simulate
+
+
+def simulation_identity(quant: QuantConfig, emulate: str | None, simulated: torch.nn.Module) -> dict[str, object]:
+    """What a simulated model's outputs depend on besides the FP32 model and the data: the scheme as simulated,
+    the layers it quantizes, the ISA it emulates and the simulation code's version."""
+    from qbench.quant.simulate import SIMULATION_VERSION
+
+    return {"scheme": dataclasses.asdict(quant), "layers": [layer.name for layer in quantized_layers(simulated)],
+            "emulate": str(emulate), "version": SIMULATION_VERSION}
 
 
 def _deployed_bytes_by_dtype(deployment: Deployment) -> dict[str, float]:
