@@ -135,3 +135,46 @@ def test_unknown_algorithm_or_option_is_an_error() -> None:
         apply_algorithm(sim, "gptq", {"dampp": 0.1}, [])
     # another algorithm's option is ignored (one options dict serves a sweep over algorithms)
     assert apply_algorithm(sim, "rtn", {"damp": 0.1}, []) == {}
+
+
+class _Splits:
+    """What apply_scheme reads of a task's splits: the calibration split's size and its batches."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.calibration = x
+
+    def calibration_inputs(self, samples: int, batch_size: int) -> list[torch.Tensor]:
+        return list(self.calibration[:samples].split(batch_size))
+
+
+def test_a_cached_static_algorithm_result_is_cached_calibrated(tmp_path, monkeypatch) -> None:
+    """SmoothQuant + static W8A8: the cell that computes it caches the calibrated model, the next loads it without
+    calibrating again and computes the same outputs; an entry cached before calibration was is calibrated once
+    and kept so."""
+    import qbench.quant.simulate as simulate
+    from qbench.quant import apply_scheme
+
+    monkeypatch.setenv("QBENCH_CACHE", str(tmp_path))
+    per_tensor = TensorQuantConfig(bits=8, granularity="per_tensor")
+    quant = QuantConfig(method="ptq", algorithm="smoothquant", weights=per_tensor, activations=per_tensor)
+    splits, held_out, fp32 = _Splits(_inputs(256, seed=1)), _inputs(64, seed=2), _mlp()
+    first, stats = apply_scheme(fp32, quant, splits, cache_key="mlp")
+    assert stats["quant.algorithm_cached"] == 0.0
+    calibrations: list[int] = []
+    real_calibrate = simulate.calibrate
+    monkeypatch.setattr(simulate, "calibrate", lambda *a: (calibrations.append(1), real_calibrate(*a)))
+    second, stats = apply_scheme(fp32, quant, splits, cache_key="mlp")
+    assert stats["quant.algorithm_cached"] == 1.0 and not calibrations
+    with torch.no_grad():
+        assert torch.equal(first(held_out), second(held_out))
+    (entry,) = (tmp_path / "algorithms").glob("*.pt")
+    blob = torch.load(entry, weights_only=False)
+    for layer in quantized_layers(blob["model"]):  # as an entry written before calibration was cached
+        if layer.input_quantizer is not None:
+            layer.input_quantizer.calibrated = False
+    torch.save(blob, entry)
+    third, _ = apply_scheme(fp32, quant, splits, cache_key="mlp")
+    fourth, _ = apply_scheme(fp32, quant, splits, cache_key="mlp")
+    assert len(calibrations) == 1
+    with torch.no_grad():
+        assert torch.equal(third(held_out), first(held_out)) and torch.equal(fourth(held_out), first(held_out))

@@ -28,7 +28,7 @@ def apply_scheme(fp32_model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     samples = min(quant.calibration.samples, len(splits.calibration))
     stats: dict[str, float] = {}
     if quant.algorithm != "rtn":
-        model, stats = _cached_algorithm(model, quant, splits, samples, cache_key)
+        model, stats = _cached_algorithm(model, quant, splits, samples, cache_key, emulate_isa)
     # AdaRound / QDrop calibrate before they reconstruct and keep those ranges (what was optimised is what runs)
     if quant.method in ("ptq", "qat") and not _calibrated(model):
         calibrate(model, splits.calibration_inputs(samples, quant.calibration.batch_size))
@@ -51,11 +51,12 @@ def _calibrated(model: nn.Module) -> bool:
 
 
 def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, samples: int,
-                      cache_key: str | None) -> tuple[nn.Module, dict[str, float]]:
+                      cache_key: str | None, emulate_isa: str | None) -> tuple[nn.Module, dict[str, float]]:
     """The algorithm (GPTQ, AWQ, SmoothQuant, CLE, AdaRound, QDrop) on ``model``, once per (model, calibration
-    data, scheme, quantized layers) when the model has a ``cache_key``: the cells that deploy one scheme to several
-    backends compute it once (GPTQ on SmolLM2: ~60 s). Its cost figures stay the computing run's;
-    ``quant.algorithm_cached`` says whether it was loaded."""
+    data, scheme, quantized layers, emulated ISA) when the model has a ``cache_key``: the cells that deploy one
+    scheme to several backends compute it once (GPTQ on SmolLM2: ~60 s). A static scheme's activation ranges are
+    calibrated inside, so they are cached with it (SmolLM2 after SmoothQuant: ~15 s of calibration a cell). Its cost
+    figures stay the computing run's; ``quant.algorithm_cached`` says whether it was loaded."""
     import hashlib
     import json
     from dataclasses import asdict
@@ -64,13 +65,22 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
 
     from qbench.config import paths
     from qbench.quant.algorithms import apply_algorithm
-    from qbench.quant.simulate import SIMULATION_VERSION, quantized_layers
-    from qbench.storage import cached, evict_least_recent, touch
+    from qbench.quant.simulate import SIMULATION_VERSION, calibrate, quantized_layers
+    from qbench.storage import cached, evict_least_recent, file_lock, touch, write_atomic
+
+    def calibrated(module: nn.Module) -> bool:
+        """Calibrate a static scheme's activation ranges as apply_scheme would, right after; False if it had to."""
+        if quant.method not in ("ptq", "qat") or _calibrated(module):
+            return True
+        calibrate(module, splits.calibration_inputs(samples, quant.calibration.batch_size))
+        return False
 
     def build() -> dict[str, object]:
         batches = [(b,) if isinstance(b, torch.Tensor) else tuple(b)
                    for b in splits.calibration_inputs(samples, quant.calibration.batch_size)]
-        return {"model": model, "stats": apply_algorithm(model, quant.algorithm, quant.algorithm_options, batches)}
+        stats = apply_algorithm(model, quant.algorithm, quant.algorithm_options, batches)
+        calibrated(model)
+        return {"model": model, "stats": stats}
 
     if cache_key is None:
         blob = build()
@@ -79,12 +89,18 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     # the layers actually quantized (not the backend's layer types: a transformer has only Linear layers, so its
     # torch and torch_int8 cells share one result)
     layers = [layer.name for layer in quantized_layers(model)]
-    blob_key = json.dumps({"scheme": scheme, "layers": layers, "samples": samples}, sort_keys=True)
+    # the emulated ISA shapes what the algorithm optimises and the calibrated ranges (absent when exact, which
+    # keeps the keys of earlier entries)
+    blob_key = json.dumps({"scheme": scheme, "layers": layers, "samples": samples,
+                           **({"emulate_isa": emulate_isa} if emulate_isa else {})}, sort_keys=True)
     digest = hashlib.sha256(blob_key.encode()).hexdigest()[:12]
     path = paths.cache_dir() / "algorithms" / f"{cache_key}-{quant.algorithm}-{digest}-s{SIMULATION_VERSION}.pt"
     # qbench's own cache file (a pickled simulated module), not user input
     blob, hit = cached(path, build, torch.save, lambda p: torch.load(p, weights_only=False))
-    if hit:
+    if hit and not calibrated(blob["model"]):  # an entry cached before its calibration was: kept calibrated now
+        with file_lock(path.with_suffix("")):
+            write_atomic(path, lambda tmp: torch.save(blob, tmp))
+    elif hit:
         touch(path)
     else:  # a SmolLM2 entry is ~1.2 GB: keep the folder within its budget, least recently used first
         evict_least_recent(path.parent, algorithm_cache_bytes(), "*.pt", keep=path)
