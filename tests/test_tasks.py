@@ -114,7 +114,7 @@ def test_image_classification_scores_a_digits_cell_exactly_as_before(compose, re
     from qbench.backends.deployment import DeployContext
     from qbench.quant import apply_scheme, int8_path
     from qbench.tasks import get_task
-    from qbench.worker.pipeline import evaluate
+    from qbench.worker.pipeline import evaluate, simulate_outputs
     from qbench.zoo.models import FP32Model
 
     cfg = qconfig.validate(compose("model=digits_cnn", "quant=w8a8_pc", f"backend={backend}"))
@@ -125,7 +125,8 @@ def test_image_classification_scores_a_digits_cell_exactly_as_before(compose, re
     sim, _ = apply_scheme(fp32, deploy_cfg.quant, splits, None, emulate)
     deployment = get_backend(backend).deploy(DeployContext(deploy_cfg, fp32, splits, tmp_path, sim,
                                                            int8_path=tags.get("int8.path", "none")))
-    new = evaluate(task, deployment, FP32Model(fp32).outputs, sim, splits, cfg.measure.eval_batch_size)
+    new = evaluate(task, deployment, {"fp32": FP32Model(fp32).outputs, "simulated": simulate_outputs(sim)}, splits,
+                   cfg.measure.eval_batch_size)
 
     if backend == "torch_int8":  # what the deployment's run and to_logits did: the converted module, as float
         def deployed_logits(x: torch.Tensor) -> torch.Tensor:
