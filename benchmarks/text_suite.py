@@ -86,12 +86,20 @@ def main() -> None:
     emb = sorted((r for r in done if r["tags"].get("task") == "embedding_similarity"), key=lambda r: r["cell"])
     starts = {r["tags"].get("worker.start") for r in done}
     wall_text = f"{wall:.0f} s ({wall / 60:.1f} min) wall" if wall else "wall time not given"
+    phases = {"load": "time.load_s", "quantize + deploy": "time.quantize_deploy_s", "evaluation": "time.accuracy_s",
+              "latency windows": "time.measure_windows_s", "paired windows": "time.paired_s"}
+    spent = ", ".join(f"{name} {sum(r['metrics'].get(key, 0.0) for r in done):.0f} s" for name, key in phases.items())
+    replayed = {role: sum(r["tags"].get(f"eval.{role}_outputs") == "replayed" for r in done)
+                for role in ("fp32", "simulated")}
+    where = (f"Cells' own time: {sum(r['metrics'].get('time.worker_wall_s', 0.0) for r in done):.0f} s ({spent}); "
+             f"reference outputs replayed from an earlier cell: FP32 in {replayed['fp32']} cells, the simulation in "
+             f"{replayed['simulated']} (qbench/worker/replay.py).")
     write_section(
         "text_suite", "Text suite: SmolLM2-135M and all-MiniLM-L6-v2 (`qbench run +suite=text`)",
         f"Machine: {machine_line(done[0])}; threads 2x1, batch 1; energy: estimate (no RAPL counter). One warm run: "
         f"{len(records)} cells, {status['finished']} finished, {status['skipped']} skipped (no kernel), "
         f"{status['failed']} failed, {wall_text}; cells started by: {', '.join(sorted(starts))}. Target: <= 10 min. "
-        f"{args.note}\n\n"
+        f"{where} {args.note}\n\n"
         f"### SmolLM2-135M-Instruct (from a Q4_1 GGUF file: `model.source_precision=gguf:Q4_1`), perplexity on "
         f"16 x 256 Lee-corpus tokens, decode = one token with a KV cache of 128\n\n{lm_table(lm)}\n\n"
         f"### all-MiniLM-L6-v2, Spearman ρ (mean of WordSim353 and SimLex-999), one word per call\n\n"
