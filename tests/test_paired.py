@@ -92,3 +92,26 @@ def test_blocks_are_sized_by_time_for_each_side() -> None:
     slow = time_paired(lambda: 400.0, candidate, block_ms=50, min_block_calls=3, min_blocks=2, max_blocks=2,
                        max_duration_s=60, threshold=0.0, warmup_calls=2)
     assert slow.reference_block_calls == 3
+
+
+def test_the_ci_widens_when_the_ratio_itself_drifts_within_the_window() -> None:
+    """Independent block ratios: the moving-block CI is about the i.i.d. one. Ratios that wander together over
+    several blocks (the host's drift reaching the two models unequally): the moving-block CI is wider, as the
+    spread of such windows' medians is."""
+    from qbench.measure.latency import bootstrap_median_ci
+    from qbench.measure.paired import block_bootstrap_median_ci
+
+    def width(ci: tuple[float, float]) -> float:
+        return ci[1] - ci[0]
+
+    ratios: dict[str, list[float]] = {"independent": [], "wandering": []}
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        series = {"independent": rng.normal(0.0, 0.03, 40),
+                  "wandering": np.repeat(rng.normal(0.0, 0.03, 8), 5) + rng.normal(0.0, 0.005, 40)}
+        for kind, logs in series.items():
+            ratios[kind].append(width(block_bootstrap_median_ci(logs)) / width(bootstrap_median_ci(logs)))
+    assert 0.75 < np.median(ratios["independent"]) < 1.25, ratios
+    assert np.median(ratios["wandering"]) > 1.4, ratios
+    low, high = block_bootstrap_median_ci(np.array([0.1, 0.1, 0.1]))
+    assert low == high == 0.1

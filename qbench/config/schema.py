@@ -239,7 +239,8 @@ class PairedConfig:
     # each block runs about this long (its call count set from the warm-up calls), at least min_block_calls calls
     block_ms: float = 100.0
     min_block_calls: int = 5
-    min_blocks: int = 8
+    # the CI is read from 16 blocks on: a moving-block bootstrap of fewer has too few distinct resamples to trust
+    min_blocks: int = 16
     max_blocks: int = 40
     max_duration_s: float = 10.0
 

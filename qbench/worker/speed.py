@@ -117,7 +117,7 @@ def measure_paired(deployment: Deployment, reference: Deployment, workloads: lis
                          warmup_calls=max(2, lat_cfg.warmup_calls // 5))
     return result.metrics(), {"speedup.paired_stop": result.stop,
                               "speedup.paired_method": "median of per-block FP32/quantized median ratios, ABBA "
-                                                       "blocks; 95 % bootstrap CI over blocks"}
+                                                       "blocks; 95 % moving-block bootstrap CI over blocks"}
 
 
 def measure_load_scenario(deployment: Deployment, workloads: list[Workload], splits: DataSplits, cfg: QBenchConfig,
