@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from suite_cells import SMOKE_CELLS, SMOKE_TORCH
+from suite_cells import SMOKE_BASE, SMOKE_BASE_CELLS, SMOKE_CELLS, SMOKE_TORCH, smoke_skip_reasons
 
 
 def _cells(out: str) -> list[str]:
@@ -50,7 +50,26 @@ def test_unsupported_cells_are_listed_as_skipped_with_reason(run_qbench) -> None
     assert out.returncode == 0
     if "skipped" not in out.stdout:
         pytest.skip("this host has 8 CUDA devices")
-    assert out.stdout.count("skipped: backend.device=cuda:7") == 3
+    assert out.stdout.count("skipped: backend.device=cuda:7: CUDA is not available") == 3  # the torch cells
+    assert out.stdout.count(" skipped: ") == len(SMOKE_CELLS)  # the other backends run on the CPU only
+
+
+def test_cells_of_a_backend_not_installed_are_skipped_with_the_reason(qbench_cache, tmp_path) -> None:
+    # openvino's and executorch's packages made unfindable (a None entry in sys.modules: find_spec answers None)
+    hide = ("import sys; sys.modules.update(dict.fromkeys(('openvino', 'nncf', 'executorch', 'torchao'))); "
+            "sys.argv[0] = 'qbench'; from qbench.cli import entry; entry()")
+    env = {**os.environ, "QBENCH_CACHE": str(qbench_cache), "COLUMNS": "400"}
+    out = subprocess.run([sys.executable, "-c", hide, "run", "+suite=smoke", "suite.dry_run=true"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert _cells(out.stdout) and set(_cells(out.stdout)) == SMOKE_CELLS
+    lines = {line.split()[1]: line for line in out.stdout.splitlines() if line.strip()[:1].isdigit() and ". " in line}
+    for cell, line in lines.items():
+        backend = cell.rsplit("/", 1)[1]
+        if backend in ("openvino", "executorch"):  # the extra is named after the backend
+            assert line.endswith(f'not installed (pip install -e ".[{backend}]")'), line
+        else:
+            assert " skipped: " not in line, line
 
 
 def test_bad_value_in_a_suite_stops_before_any_cell(run_qbench, tmp_path) -> None:
@@ -60,16 +79,25 @@ def test_bad_value_in_a_suite_stops_before_any_cell(run_qbench, tmp_path) -> Non
     assert not list(tmp_path.glob("results/suites/*/*/run-*/cells/*/record.json"))
 
 
-def test_smoke_suite_logs_one_parent_with_a_child_per_cell(run_qbench, tmp_path) -> None:
-    out = run_qbench("run", "+suite=smoke")
+@pytest.mark.parametrize("narrowed", [
+    pytest.param(True, id="base-backends"),
+    # every backend of the suite, openvino and executorch where installed: ~1 min more (the nightly's suite)
+    pytest.param(False, id="every-backend", marks=pytest.mark.slow),
+])
+def test_smoke_suite_logs_one_parent_with_a_child_per_cell(run_qbench, tmp_path, narrowed) -> None:
+    narrow = (SMOKE_BASE,) if narrowed else ()
+    out = run_qbench("run", "+suite=smoke", *narrow)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     records = _suite_records(tmp_path, "smoke")
-    assert set(records) == SMOKE_CELLS
-    assert all(r["status"] == "finished" for r in records.values())
-    n = len(SMOKE_CELLS)
-    assert f"{n} cells: {n} finished, 0 failed, 0 skipped" in out.stdout
-    # the nightly suite runs real integer kernels, not only the simulation
-    assert {r["tags"]["kernel"] for r in records.values()} >= {"fp32", "simulated", "int8"}
+    expected = SMOKE_BASE_CELLS if narrowed else SMOKE_CELLS
+    assert set(records) == expected
+    # the cells a backend cannot run here (no kernel for the scheme, or its extra not installed) are skipped with
+    # the reason; all others finish
+    skips = smoke_skip_reasons(expected)
+    assert {c: r["error"][:len(skips[c])] for c, r in records.items() if r["status"] == "skipped"} == skips
+    assert all(r["status"] == "finished" for c, r in records.items() if c not in skips)
+    n, k = len(expected), len(skips)
+    assert f"{n} cells: {n - k} finished, 0 failed, {k} skipped" in out.stdout
 
     import mlflow
 
@@ -81,13 +109,19 @@ def test_smoke_suite_logs_one_parent_with_a_child_per_cell(run_qbench, tmp_path)
     assert parent.data.tags["qbench.suite"] == "smoke" and parent.info.status == "FINISHED"
     assert {"qbench.git_sha", "qbench.host_id", "qbench.started_at"} <= set(parent.data.tags)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.info.run_name for r in children) == sorted(records)
+    assert sorted(r.info.run_name for r in children) == sorted(records)  # skipped cells too
+    # the nightly suite runs real integer kernels, not only the simulation: the W8A8 cell of every real backend
+    # that runs here is an int8 child run
+    ran = {c.rsplit("/", 1)[1] for c in expected if c not in skips}
+    assert {r.data.tags.get("kernel") for r in children} >= {"fp32", "simulated", "int8"}
+    assert {r.info.run_name for r in children if r.data.tags.get("kernel") == "int8"} >= {
+        f"digits_cnn/w8a8-pc/{b}" for b in ran - {"torch"}}
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.csv", "summary.md"}
     # speed-up and deltas are computed against the FP32 cell of the same run
     summary = (Path(next(iter(records.values()))["_path"]).parents[2] / "summary.csv").read_text()
     assert "digits_cnn/fp32/torch,finished,fp32" in summary
 
-    again = run_qbench("run", "+suite=smoke")  # resume: nothing left to do
+    again = run_qbench("run", "+suite=smoke", *narrow)  # resume: nothing left to do
     assert again.returncode == 0 and f"{n} already finished in this suite run" in again.stdout
     assert _suite_records(tmp_path, "smoke") == records
 

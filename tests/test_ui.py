@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from suite_cells import SMOKE_CELLS
+from suite_cells import SMOKE_TORCH, SMOKE_TORCH_CELLS
 
 
 def _free_port() -> int:
@@ -204,7 +204,7 @@ def _text(dom: str) -> str:
 def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_path: Path) -> None:
     import mlflow
 
-    out = run_qbench("run", "+suite=smoke")
+    out = run_qbench("run", "+suite=smoke", SMOKE_TORCH)  # the UI's view of a suite, not the suite's backends
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "qbench", "ui", "--port", str(port)], cwd=tmp_path,
@@ -213,7 +213,7 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
         printed = [process.stdout.readline() for _ in range(4)]
         threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained (server log)
         runs_line = next(line for line in printed
-                         if line.startswith(f"latest suite run (suite:smoke, {len(SMOKE_CELLS)} cells): "))
+                         if line.startswith(f"latest suite run (suite:smoke, {len(SMOKE_TORCH_CELLS)} cells): "))
         url = runs_line.split(": ", 1)[1].strip()
         deadline = time.monotonic() + 120
         while True:
@@ -228,12 +228,12 @@ def test_the_printed_url_shows_the_suites_cells_and_their_top1(run_qbench, tmp_p
         runs = client.search_runs([client.get_experiment_by_name("qbench").experiment_id])
         parent = next(r for r in runs if r.data.tags.get("qbench.role") == "suite")
         cells = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-        assert set(cells) == SMOKE_CELLS
+        assert set(cells) == SMOKE_TORCH_CELLS
 
         page = _text(_render(url, tmp_path / "profile"))
         assert "Model training" in page and "You're viewing a shared view" in page
         # parent and cells, no row folded away
-        assert f"{len(SMOKE_CELLS) + 1} matching runs" in page and "suite:smoke" in page
+        assert f"{len(SMOKE_TORCH_CELLS) + 1} matching runs" in page and "suite:smoke" in page
         for name, run in cells.items():
             top1 = run.data.metrics["acc.top1"]
             assert name in page
