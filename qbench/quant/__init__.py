@@ -68,8 +68,9 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     from qbench.quant.simulate import SIMULATION_VERSION, calibrate, quantized_layers
     from qbench.storage import cached, evict_least_recent, file_lock, touch, write_atomic
 
-    def calibrated(module: nn.Module) -> bool:
-        """Calibrate a static scheme's activation ranges as apply_scheme would, right after; False if it had to."""
+    def was_calibrated(module: nn.Module) -> bool:
+        """Whether a static scheme's activation ranges were already calibrated; if not, calibrates them now as
+        apply_scheme would, right after the algorithm."""
         if quant.method not in ("ptq", "qat") or _calibrated(module):
             return True
         calibrate(module, splits.calibration_inputs(samples, quant.calibration.batch_size))
@@ -79,7 +80,7 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
         batches = [(b,) if isinstance(b, torch.Tensor) else tuple(b)
                    for b in splits.calibration_inputs(samples, quant.calibration.batch_size)]
         stats = apply_algorithm(model, quant.algorithm, quant.algorithm_options, batches)
-        calibrated(model)
+        was_calibrated(model)
         return {"model": model, "stats": stats}
 
     if cache_key is None:
@@ -97,7 +98,7 @@ def _cached_algorithm(model: nn.Module, quant: QuantConfig, splits: DataSplits, 
     path = paths.cache_dir() / "algorithms" / f"{cache_key}-{quant.algorithm}-{digest}-s{SIMULATION_VERSION}.pt"
     # qbench's own cache file (a pickled simulated module), not user input
     blob, hit = cached(path, build, torch.save, lambda p: torch.load(p, weights_only=False))
-    if hit and not calibrated(blob["model"]):  # an entry cached before its calibration was: kept calibrated now
+    if hit and not was_calibrated(blob["model"]):  # an entry cached before its calibration was: kept calibrated now
         with file_lock(path.with_suffix("")):
             write_atomic(path, lambda tmp: torch.save(blob, tmp))
     elif hit:
