@@ -44,6 +44,39 @@ def test_auto_follows_the_cpu(compose, monkeypatch, backend, flags, machine, exp
     assert path.reason.startswith("auto")
 
 
+@pytest.mark.parametrize("cap,host,expected", [
+    ("AVX2", VNNI | {"amx_int8"}, "avx2"),  # the AVX2 int8 kernels on a VNNI/AMX host: pairs saturate
+    ("avx512_core", VNNI, "avx512"),
+    ("AVX512_CORE_VNNI", VNNI | {"amx_int8"}, "vnni"),
+    ("AVX512_CORE_AMX", AVX2_ONLY, "avx2"),  # a cap never raises the host's own class
+])
+def test_onednn_isa_cap_decides_openvinos_kernels_only(compose, monkeypatch, cap, host, expected) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert int8_path.kernel_isa("openvino", set(host)) == (expected, f"ONEDNN_MAX_CPU_ISA={cap.upper()}")
+    # ONNX Runtime's MLAS and fbgemm do not read oneDNN's cap
+    assert int8_path.kernel_isa("onnxruntime", set(host))[1] == "cpuinfo"
+    cfg = _quant(compose, "quant=w8a8_pc", "backend=openvino")
+    path = int8_path.resolve("openvino", cfg.quant, "auto", flags=set(host))
+    assert path.path == ("u8s8_reduce_range" if expected in ("avx2", "avx512") else "u8s8")
+
+
+def test_an_isa_override_is_part_of_the_host_id(monkeypatch) -> None:
+    from qbench.measure.env import fingerprint, host_id
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("FBGEMM_ENABLE_INSTRUCTIONS", raising=False)
+    plain = fingerprint()
+    assert plain["cpu.isa_override"] == "none"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = fingerprint()
+    assert capped["cpu.isa_override"] == "ONEDNN_MAX_CPU_ISA=AVX2"
+    # figures from capped kernels are not comparable with the host's own: another host id
+    assert host_id(capped) != host_id(plain)
+    assert host_id({**plain, "cpu.isa_override": "none"}) == host_id({k: v for k, v in plain.items()
+                                                                      if k != "cpu.isa_override"})
+
+
 def test_explicit_paths_targets_and_schemes_it_does_not_apply_to(compose, monkeypatch) -> None:
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     cfg = _quant(compose, "quant=w8a8_pc", "backend=onnxruntime")

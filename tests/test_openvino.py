@@ -68,6 +68,24 @@ def test_w8a8_pc_runs_in_int8_kernels(run_qbench, tmp_path, model, source) -> No
     assert record["cell"] == f"{model}/w8a8-pc/openvino" + ("/nncf" if source == "nncf" else "")
 
 
+@needs_openvino
+def test_onednn_isa_cap_runs_avx2_int8_kernels_with_the_avx2_path(run_qbench, tmp_path) -> None:
+    """ONEDNN_MAX_CPU_ISA=AVX2: every compute layer runs an AVX2 oneDNN primitive (a VNNI host's stand-in for an
+    AVX2-only CPU), ``auto`` picks the reduce-range path such a CPU needs, and the record says where it came from."""
+    out = run_qbench("run", "quant=w8a8_pc", "backend=openvino", "measure=quick", "tracking=none",
+                     env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (path,) = tmp_path.glob("results/runs/*/record.json")
+    record = json.loads(path.read_text())
+    _assert_int8_close(record)
+    t = record["tags"]
+    primitives = dict(p.split("=") for p in t["openvino.primitives"].split(","))
+    assert primitives and all("avx2" in name or "gemm" in name for name in primitives), primitives
+    assert not any("avx512" in name or "amx" in name for name in primitives), primitives
+    assert t["int8.path"] == "u8s8_reduce_range" and t["int8.kernel_isa"] == "avx2 (ONEDNN_MAX_CPU_ISA=AVX2)"
+    assert t["env.cpu.isa_override"] == "ONEDNN_MAX_CPU_ISA=AVX2"
+
+
 @pytest.mark.parametrize(
     "args,fragment,bad_config",
     [

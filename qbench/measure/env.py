@@ -16,6 +16,8 @@ import psutil
 from qbench import __version__
 from qbench.config import paths
 
+# env variables that make a backend's int8 kernels use less than the host's ISA (qbench/quant/int8_path.py)
+ISA_OVERRIDES = ("FBGEMM_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 INT8_ISA_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "neon", "asimddp")
 
 
@@ -89,6 +91,8 @@ def fingerprint() -> dict[str, str]:
         "cpu.logical_cores": str(psutil.cpu_count(logical=True) or 0),
         "cpu.isa": ",".join(f for f in INT8_ISA_FLAGS if f in flags) or "none",
         "cpu.governor": _governor(),
+        # kernels told to use less than the host's ISA: their figures are not the host's (qbench/quant/int8_path.py)
+        "cpu.isa_override": ",".join(f"{k}={os.environ[k]}" for k in ISA_OVERRIDES if os.environ.get(k)) or "none",
         "affinity_cores": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "unknown",
         "mem.total_gb": f"{psutil.virtual_memory().total / 2**30:.1f}",
         "qbench": __version__,
@@ -103,4 +107,7 @@ def host_id(info: dict[str, str]) -> str:
     """Short id of the hardware + software stack: equal ids mean latency figures are comparable."""
     keys = ("cpu.model", "cpu.isa", "cpu.physical_cores", "version.torch", "version.onnxruntime", "cuda")
     blob = "|".join(info.get(k, "") for k in keys)
+    override = info.get("cpu.isa_override", "none")
+    if override != "none":  # appended only when set: host ids recorded without an override stay what they were
+        blob += f"|{override}"
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

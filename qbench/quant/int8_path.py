@@ -41,6 +41,14 @@ _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # fbgemm's own ISA override (FBGEMM_ENABLE_INSTRUCTIONS) -> the ISA its kernels then use
 _FBGEMM_ISAS = {"AVX2": "avx2", "AVX512": "avx512", "AVX512_256": "avx512", "AVX512_E1": "vnni",
                 "AVX512_E1_256": "vnni"}
+# oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA), which OpenVINO's CPU plugin honours (its primitive names show it:
+# brgconv_avx2_I8) -> the int8 arithmetic class of the kernels it then picks; a cap never raises the host's class
+ONEDNN_ISA_OVERRIDE = "ONEDNN_MAX_CPU_ISA"
+_ONEDNN_ISAS = {"AVX2": "avx2", "AVX2_VNNI": "vnni", "AVX2_VNNI_2": "vnni", "AVX512_CORE": "avx512",
+                "AVX512_CORE_VNNI": "vnni", "AVX512_CORE_BF16": "vnni", "AVX512_CORE_FP16": "vnni",
+                "AVX512_CORE_AMX": "amx", "AVX512_CORE_AMX_FP16": "amx", "AVX10_1_512_AMX": "amx",
+                "AVX10_1_512_AMX_FP16": "amx"}
+_ISA_ORDER = ("other", "avx2", "avx512", "vnni", "amx")
 
 
 def host_flags() -> set[str]:
@@ -68,11 +76,18 @@ def int8_isa(flags: set[str] | None = None, machine: str | None = None) -> str:
 
 def kernel_isa(backend: str, flags: set[str] | None = None) -> tuple[str, str]:
     """(ISA class the backend's int8 kernels use here, where that comes from). fbgemm honours its own
-    ``FBGEMM_ENABLE_INSTRUCTIONS`` override, which the torch_int8 backend uses with ``quantized_engine=fbgemm``."""
+    ``FBGEMM_ENABLE_INSTRUCTIONS`` override, which the torch_int8 backend uses with ``quantized_engine=fbgemm``;
+    OpenVINO's CPU plugin honours oneDNN's ``ONEDNN_MAX_CPU_ISA`` (e.g. ``AVX2`` on a VNNI host: the AVX2 int8
+    kernels, which sum u8 x s8 pairs in int16 like an AVX2-only CPU's)."""
     override = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
     if backend == "torch_int8" and override in _FBGEMM_ISAS:
         return _FBGEMM_ISAS[override], f"FBGEMM_ENABLE_INSTRUCTIONS={override}"
-    return int8_isa(flags), "cpuinfo"
+    host = int8_isa(flags)
+    cap = os.environ.get(ONEDNN_ISA_OVERRIDE, "").upper()
+    if backend == "openvino" and cap in _ONEDNN_ISAS and host in _ISA_ORDER:
+        capped = min(host, _ONEDNN_ISAS[cap], key=_ISA_ORDER.index)
+        return capped, f"{ONEDNN_ISA_OVERRIDE}={cap}"
+    return host, "cpuinfo"
 
 
 def saturates(isa: str) -> bool:

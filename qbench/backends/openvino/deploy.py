@@ -83,6 +83,8 @@ def deploy(ctx: DeployContext) -> Deployment:
     layers = runtime_layers(compiled)
     tags["openvino.runtime_precisions"] = ",".join(  # every layer of the runtime graph but constants and I/O
         f"{t}:{p}={n}" for (t, p), n in sorted(Counter((t, p) for t, p, _ in layers if t not in _NOT_LAYERS).items()))
+    # the oneDNN kernel each compute layer runs (e.g. brgconv_avx512_amx_I8): which ISA the figures come from
+    tags["openvino.primitives"] = ",".join(f"{k}={n}" for k, n in sorted(primitive_types(compiled).items()))
     mix_metrics, mix_tags = runtime_op_mix(layers, ctx.layer_counts())
     metrics.update(mix_metrics)
     tags.update(mix_tags)
@@ -163,6 +165,15 @@ def runtime_layers(compiled: ov.CompiledModel) -> list[tuple[str, str, int | Non
         precision = info["runtimePrecision"].astype(str).lower()
         out.append((layer_type, precision, _macs(op, layer_type) if layer_type in OV_COMPUTE_LAYERS else None))
     return out
+
+
+def primitive_types(compiled: ov.CompiledModel) -> Counter[str]:
+    """How many compute layers (convolutions, fully connected, matmuls) of the runtime graph run each CPU-plugin
+    primitive (``primitiveType``: the kernel and its ISA, e.g. ``brgconv_avx2_I8``)."""
+    from qbench.measure.opmix import OV_COMPUTE_LAYERS
+
+    return Counter(op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                   if op.get_rt_info()["layerType"].astype(str) in OV_COMPUTE_LAYERS)
 
 
 def _macs(op: Any, layer_type: str) -> int | None:
