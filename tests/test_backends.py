@@ -62,6 +62,37 @@ def test_ort_op_mix_resnet18_int8_vs_fp32(compose, reference_models, tmp_path) -
     assert fp32_bytes["float32"] > 44e6 and "int8" not in fp32_bytes
 
 
+def test_ort_layer_profile_times_every_layer_in_fp32_and_int8(compose, reference_models, tmp_path) -> None:
+    """ONNX Runtime's profiler, mapped back to qbench's layer names through the initializers the optimized graphs keep
+    (``<layer>.bias`` of the fused NCHWc FP32 convolutions, ``<layer>.weight_quantized`` of QLinearConv)."""
+    layers = [n for n, m in reference_models["resnet18"].named_modules()
+              if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert len(layers) == 21
+    for quant in ("fp32", "w8a8_pc"):
+        deployment, splits, _ = _deploy(compose, reference_models, tmp_path / quant, "resnet18", quant, "onnxruntime")
+        assert deployment.profile_layers is not None
+        sample = splits.named(splits.evaluation.tensors[0][:1])
+        times = deployment.profile_layers(deployment.prepare(sample), layers)
+        assert set(times) == set(layers), quant
+        assert all(t > 0 for t in times.values())
+        assert not list(tmp_path.glob(f"{quant}/ort_profile*.json"))  # the trace is read and removed
+
+
+def test_layer_profile_is_recorded_or_says_why_not(run_qbench, tmp_path) -> None:
+    out = run_qbench("run", "+suite=smoke", "quant=w8a8_pc", "backend=onnxruntime,torch", "measure.layer_profile=true",
+                     "tracking=none")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    records = {json.loads(p.read_text())["cell"]: json.loads(p.read_text())
+               for p in tmp_path.glob("results/suites/*/*/run-*/cells/*/record.json")}
+    ort = records["digits_cnn/w8a8-pc/onnxruntime"]
+    (path,) = [a for a in ort["artifacts"] if a.endswith("layer_times.json")]
+    profile = json.loads(Path(path).read_text())
+    assert profile["unit"] == "us_per_call" and len(profile["layers"]) == ort["metrics"]["profile.layers_timed"] >= 4
+    assert ort["tags"]["profile.layers"].startswith("onnxruntime profiler")
+    torch_cell = records["digits_cnn/w8a8-pc/torch"]
+    assert torch_cell["tags"]["profile.layers"] == "unavailable: backend torch has no per-layer profile"
+
+
 def test_ort_weight_only_uses_matmulnbits_and_says_convs_stay_float(compose, reference_models, tmp_path) -> None:
     deployment, splits, _ = _deploy(compose, reference_models, tmp_path, "digits_cnn", "w4_wo", "onnxruntime")
     assert "MatMulNBits=1" in deployment.tags["opmix.ops"]

@@ -14,6 +14,7 @@ import pytest
 from qbench.cli.tune import parse_moves
 from qbench.cli.tune_output import best_candidate
 from qbench.orchestrate.tune import Candidate, layers_override
+from qbench.orchestrate.tune_latency import float_counts, slow_layers
 from qbench.orchestrate.tune_search import exhaustive_size, prefix_search
 
 
@@ -78,6 +79,30 @@ def test_best_is_the_fastest_within_budget_else_the_closest_miss() -> None:
     assert met and best is pool[2]
     best, met = best_candidate(pool, 0.05, "p50_ms")
     assert not met and best is pool[2]
+
+
+def test_latency_objective_maximizes_the_speedup() -> None:
+    def cand(k: int, drop: float, speedup: float) -> Candidate:
+        return Candidate("float", k, [], [], {"status": "finished"}, {"drop": drop, "speedup": speedup})
+
+    pool = [cand(0, 0.2, 0.97), cand(3, 0.2, 1.39), cand(2, 0.9, 2.0)]
+    best, met = best_candidate(pool, 0.5, "speedup")
+    assert met and best is pool[1]  # the fastest within the budget, not the fewest layers moved
+
+
+def test_latency_stage_keeps_float_the_layers_slower_quantized() -> None:
+    # µs per call, int8 candidate vs FP32 (resnet18's profile on ONNX Runtime, rounded): summed int8 time 400 µs,
+    # so a layer must save more than 8 µs (2 %) to be worth a float island
+    int8 = {"conv1": 36.0, "layer3.conv": 30.0, "layer4.conv1": 111.0, "layer4.conv2": 121.0, "fc": 15.0,
+            "early": 87.0}
+    fp32 = {"conv1": 35.0, "layer3.conv": 57.0, "layer4.conv1": 42.0, "layer4.conv2": 40.0, "fc": 9.0,
+            "early": 80.0}
+    assert slow_layers(int8, fp32) == [("layer4.conv2", 81.0), ("layer4.conv1", 69.0)]
+    assert slow_layers(int8, fp32, skip={"layer4.conv2"}) == [("layer4.conv1", 69.0)]
+    assert slow_layers(int8, fp32, min_share=0.01) == [("layer4.conv2", 81.0), ("layer4.conv1", 69.0),
+                                                       ("early", 7.0), ("fc", 6.0)]
+    assert slow_layers(int8, {}) == []  # layers without a float time are never judged
+    assert float_counts(0) == [] and float_counts(1) == [1] and float_counts(3) == [3, 2] and float_counts(4) == [4, 2]
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -145,3 +170,16 @@ def test_none_meets_saves_the_best_found_with_its_miss_exit_1(run_qbench, tmp_pa
     summary = json.loads((folder / "tune.json").read_text())
     assert not summary["met"] and summary["measured"] == 1 and summary["best"]["k"] == 0
     assert (folder / "quant_tuned.yaml").is_file() and (folder / "run_command.txt").is_file()
+
+
+def test_latency_objective_profiles_the_cells_and_runs_the_latency_stage(run_qbench, tmp_path: Path) -> None:
+    out = run_qbench("tune", "model=digits_cnn", "backend=onnxruntime", "quant=w8a8_pc", *_QUICK, "tracking=none",
+                     "--max-drop", "1", "--samples", "100")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("latency stage: ")]
+    assert "slower quantized than float in digits_cnn/w8a8-pc/onnxruntime" in line
+    (folder,) = (tmp_path / "results" / "tune").glob("*/*")
+    for record in tmp_path.glob("results/tune/*/*/cells/*/record.json"):  # FP32 and candidates: profiled
+        assert any(a.endswith("layer_times.json") for a in json.loads(record.read_text())["artifacts"])
+    # the profile is the tune's own instrument, not part of the configuration it recommends
+    assert "layer_profile" not in (folder / "run_command.txt").read_text()

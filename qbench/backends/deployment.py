@@ -85,6 +85,9 @@ class Deployment:
     sync: Callable[[], None] | None = None
     # the object that runs (torch module, ORT session), for inspection
     runtime: Any = None
+    # per-layer kernel time (µs per call) from the runtime's own profiler, for a prepared feed and qbench's layer
+    # names (``measure.layer_profile``); None where the backend has no per-layer profile
+    profile_layers: Callable[[Any, list[str]], dict[str, float]] | None = None
 
     def __call__(self, inputs: Mapping[str, torch.Tensor]) -> Outputs:
         """Named outputs for a batch of named inputs (prepare, run, read back)."""

@@ -31,6 +31,8 @@ from qbench import config as qconfig
 from qbench.cli.common import OneLineParser, UsageError, fail, parse_cell_args
 
 _MOVE = re.compile(r"^(float|bits=?(\d+))$")
+# with --objective latency every cell also records its per-layer kernel times (the latency stage reads them)
+PROFILE_OVERRIDE = "measure.layer_profile=true"
 
 
 def _parser() -> OneLineParser:
@@ -116,7 +118,9 @@ def _tune(ns: Any, overrides: list[str], moves: dict[str, dict[str, Any]], node:
                   f"({workdir})", highlight=False, markup=False)
     t0 = time.perf_counter()
     parent = _open_parent(cfg, name, ns, workdir)
-    session = TuneSession(compose, overrides, layer_overrides(cfg.quant), workdir / "cells", parent, ns.relative)
+    cell_overrides = [*overrides, PROFILE_OVERRIDE] if ns.objective == "latency" else list(overrides)
+    session = TuneSession(compose, cell_overrides, layer_overrides(cfg.quant), workdir / "cells", parent,
+                          ns.relative)
     reference = session.measure_reference()
     if reference.get("status") != "finished":
         raise RuntimeError(f"the FP32 reference {reference['cell']} did not finish: {reference.get('error')}")
@@ -143,10 +147,46 @@ def _tune(ns: Any, overrides: list[str], moves: dict[str, dict[str, Any]], node:
             return candidate.figures["drop"]
 
         capped |= prefix_search(evaluate, len(ranking), ns.max_drop, left).capped
+    if ns.objective == "latency" and not capped:
+        capped = _latency_stage(session, moves, ns, console)
     from qbench.cli.tune_output import finish
 
     return finish(ns, session, moves, ranking, analysis, cfg, workdir, parent, console, capped,
                   time.perf_counter() - t0)
+
+
+def _latency_stage(session: Any, moves: dict[str, dict[str, Any]], ns: Any, console: Any) -> bool:
+    """Keep float the layers of the best feasible candidate that its per-layer profile shows slower quantized than
+    in FP32 (:mod:`qbench.orchestrate.tune_latency`), measured as up to two more candidates; True when
+    ``--max-candidates`` stopped it."""
+    from qbench.cli.tune_output import best_candidate
+    from qbench.orchestrate import tune_latency
+
+    best, met = best_candidate(session.candidates, ns.max_drop, "speedup")
+    if best is None or not met:
+        console.print("latency stage: skipped (no candidate within the budget)", highlight=False, markup=False)
+        return False
+    times, fp32 = tune_latency.layer_times(best.record), tune_latency.layer_times(session.reference or {})
+    if times is None or fp32 is None:
+        why = (best.record.get("tags") or {}).get("profile.layers", "the cells recorded no per-layer profile")
+        console.print(f"latency stage: skipped ({why})", highlight=False, markup=False)
+        return False
+    kept = {name: dict(o) for name, o in best.layer_overrides.items()} or {n: moves.get(best.move, {}) for n in
+                                                                            best.layers}
+    slow = tune_latency.slow_layers(times, fp32, skip={n for n, o in kept.items() if o.get("float")})
+    console.print(f"latency stage: {len(slow)} layer(s) slower quantized than float in {best.record['cell']}"
+                  + (": " + ", ".join(f"{n} (+{us:.0f} µs)" for n, us in slow) if slow else ""),
+                  highlight=False, markup=False, soft_wrap=True)
+    for m in tune_latency.float_counts(len(slow)):
+        if ns.max_candidates is not None and len(session.candidates) >= ns.max_candidates:
+            return True
+        layers = {**kept, **{name: {"float": True} for name, _ in slow[:m]}}
+        candidate = session.measure_layers("latency", len(layers), layers)
+        console.print(f"  latency: {m} slow layer(s) float: {candidate.record['cell']} {candidate.record['status']}, "
+                      f"drop {_num(candidate.figures['drop'], '+.2f')}, speed-up "
+                      f"{_num(candidate.figures['speedup'], '.2f')}x (best so far "
+                      f"{_num(best.figures['speedup'], '.2f')}x)", highlight=False, markup=False)
+    return False
 
 
 def _num(value: float | None, spec: str) -> str:

@@ -29,9 +29,13 @@ def best_candidate(candidates: list[Candidate], budget: float, objective: str) -
     measured = [c for c in candidates if c.finished and c.figures["drop"] is not None]
     feasible = [c for c in measured if c.figures["drop"] <= budget]
     if feasible:
+        from qbench.report.tune import MAXIMIZED
+
+        sign = -1.0 if objective in MAXIMIZED else 1.0
+
         def cost(c: Candidate) -> tuple[float, int]:
             value = c.figures[objective]
-            return (math.inf if value is None else float(value)), c.k
+            return (math.inf if value is None else sign * float(value)), c.k
 
         return min(feasible, key=cost), True
     return (min(measured, key=lambda c: (c.figures["drop"], c.k)) if measured else None), False
@@ -64,7 +68,10 @@ def finish(ns: Any, session: TuneSession, moves: dict[str, dict[str, Any]], rank
         verdict = (f"no candidate meets the budget: the best found, {best.record['cell']} ({best.move} on the top "
                    f"{best.k} layers), drops {best.figures['drop']:+.2f} {unit}, missing it by "
                    f"{best.figures['drop'] - ns.max_drop:.2f} {unit}")
-    command = out.run_command(best.overrides) if best else ""
+    from qbench.cli.tune import PROFILE_OVERRIDE
+
+    # the profile serves the latency stage only: the configuration to run is the candidate's own
+    command = out.run_command([o for o in best.overrides if o != PROFILE_OVERRIDE]) if best else ""
     summary = {"cell": name, "verdict": verdict, "met": met, "budget": ns.max_drop, "unit": unit,
                "relative": ns.relative, "metric": metric, "fp32_metric": ref_figures["metric"],
                "backend": cfg.backend.name, "objective": ns.objective, "moves": moves, "ranking": ranking,

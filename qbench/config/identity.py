@@ -97,7 +97,7 @@ _LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "measure": {"paired": {"enabled": True, "block_ms": 100.0, "min_block_calls": 5, "min_blocks": 8,
                            "max_blocks": 40, "max_duration_s": 10.0},
                 "scenario": "none", "scenario_mode": "quick", "server": {"p99_ms": 10.0, "search_steps": 6},
-                "multi_stream_samples": 8},
+                "multi_stream_samples": 8, "layer_profile": False},
 }
 
 

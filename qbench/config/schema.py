@@ -268,6 +268,9 @@ class MeasureConfig:
     scenario_mode: str = "quick"
     server: ServerScenarioConfig = field(default_factory=ServerScenarioConfig)
     multi_stream_samples: int = 8
+    # per-layer kernel times from the runtime's profiler, written to layer_times.json (qbench tune's latency stage;
+    # backends with a profile: onnxruntime); a separate session after the latency windows
+    layer_profile: bool = False
     eval_batch_size: int = 128
     # wall-clock limit for one cell's worker process
     timeout_s: float = 1800.0

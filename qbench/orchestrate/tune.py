@@ -51,6 +51,7 @@ class Candidate:
     overrides: list[str]
     record: dict[str, Any]
     figures: dict[str, Any] = field(default_factory=dict)
+    layer_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> what this candidate moved
 
     @property
     def finished(self) -> bool:
@@ -106,12 +107,16 @@ class TuneSession:
 
     def measure(self, move: str, k: int, layers: list[str], override: dict[str, Any]) -> Candidate:
         """The candidate with ``override`` on ``layers`` (the top ``k`` ranked), measured once per configuration."""
-        overrides = self.overrides_for({name: dict(override) for name in layers})
+        return self.measure_layers(move, k, {name: dict(override) for name in layers})
+
+    def measure_layers(self, move: str, k: int, layers: dict[str, dict[str, Any]]) -> Candidate:
+        """The candidate with each layer's own override (``layers``), measured once per configuration."""
+        overrides = self.overrides_for(layers)
         key = tuple(overrides)
         if key not in self._by_overrides:
             t0 = time.perf_counter()
             record = self._run(overrides, {"tune.k": str(k), "tune.move": move, "tune.layers": ",".join(layers)})
-            candidate = Candidate(move, k, layers, overrides, record)
+            candidate = Candidate(move, k, list(layers), overrides, record, layer_overrides=dict(layers))
             candidate.figures = self.figures(record)
             candidate.figures["time_s"] = time.perf_counter() - t0
             self._by_overrides[key] = candidate

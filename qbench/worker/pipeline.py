@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import logging
 import os
 import tempfile
@@ -32,7 +33,7 @@ from qbench.measure.torch_env import torch_facts
 from qbench.quant import apply_scheme, int8_path
 from qbench.quant.simulate import layers_named, quantized_layers, weight_tensors
 from qbench.record import CellResult
-from qbench.tasks import Task, get_task
+from qbench.tasks import LATENCY, Task, Workload, get_task
 from qbench.worker import replay
 from qbench.worker.replay import ReplayedOutputs
 from qbench.worker.speed import measure_load_scenario, measure_paired, measure_speed
@@ -128,6 +129,7 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
 
+    artifacts: list[Path] = []
     workloads, workload_tags = task.workloads(cfg, splits)
     tags.update(workload_tags)
     timed, windows = measure_speed(deployment, workloads, cfg, on_cuda, metrics, tags)
@@ -157,6 +159,9 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
         metrics.update(paired_m)
         tags.update(paired_t)
         metrics["time.paired_s"] = time.perf_counter() - t0  # deploying the reference + the window
+
+    if cfg.measure.layer_profile:
+        artifacts.extend(_layer_profile(deployment, workloads, context, workdir, metrics, tags))
 
     if cfg.measure.scenario != "none":
         t0 = time.perf_counter()
@@ -199,7 +204,7 @@ def run_cell(cfg: QBenchConfig, workdir: Path, cell_hash: str) -> CellResult:
         cell_hash=cell_hash,
         metrics=metrics,
         tags=tags,
-        artifacts=[str(p) for p in deployment.artifacts] + [str(workdir / "latency_samples.csv")],
+        artifacts=[str(p) for p in [*deployment.artifacts, workdir / "latency_samples.csv", *artifacts]],
         started_at=started,
         ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
@@ -285,6 +290,25 @@ def _text_model_key(cfg: QBenchConfig) -> str:
     blob = json.dumps({"model": dataclasses.asdict(cfg.model), "dataset": dataclasses.asdict(cfg.dataset),
                        "task": dataclasses.asdict(cfg.task)}, sort_keys=True, default=str)
     return f"hf-{cfg.model.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _layer_profile(deployment: Deployment, workloads: list[Workload], context: DeployContext, workdir: Path,
+                   metrics: dict[str, float], tags: dict[str, str]) -> list[Path]:
+    """``measure.layer_profile``: the runtime's per-layer kernel times (µs per call) of the latency workload's
+    call, written to ``layer_times.json``; a tag says why where the backend has no profile."""
+    if deployment.profile_layers is None:
+        tags["profile.layers"] = f"unavailable: backend {context.cfg.backend.name} has no per-layer profile"
+        return []
+    t0 = time.perf_counter()
+    (single,) = [w for w in workloads if w.protocol == LATENCY]
+    times = deployment.profile_layers(deployment.prepare(single.inputs), list(context.layer_counts()))
+    path = workdir / "layer_times.json"
+    path.write_text(json.dumps({"unit": "us_per_call", "batch_size": single.batch_size, "layers": times}, indent=1))
+    tags["profile.layers"] = (f"{context.cfg.backend.name} profiler: median kernel time per layer, "
+                              f"batch {single.batch_size}")
+    metrics["profile.layers_timed"] = float(len(times))
+    metrics["time.layer_profile_s"] = time.perf_counter() - t0
+    return [path]
 
 
 def _save_samples(path: Path, stats: LatencyStats) -> None:

@@ -77,8 +77,15 @@ def deploy(ctx: DeployContext) -> Deployment:
     def outputs(result: list[Any]) -> Outputs:
         return {name: torch.from_numpy(np.asarray(value)) for name, value in zip(names, result, strict=True)}
 
+    def profile(feed: dict[str, np.ndarray], layer_names: list[str]) -> dict[str, float]:
+        from qbench.backends.onnxruntime.profile import layer_times_us
+
+        return layer_times_us(lambda options: _session(cfg, deployed, ctx.workdir, options)[0], feed, optimized,
+                              layer_names, ctx.workdir)
+
     return Deployment(kernel=kernel, prepare=prepare, run=run, outputs=outputs, artifacts=[deployed], tags=tags,
-                      metrics=metrics, runtime=session, quantized_weights=ctx.int8_stored_weights())
+                      metrics=metrics, runtime=session, quantized_weights=ctx.int8_stored_weights(),
+                      profile_layers=profile)
 
 
 def float_onnx(ctx: DeployContext) -> Path:
@@ -111,13 +118,15 @@ def _kernel(method: str, cfg: QBenchConfig, mix: dict[str, float]) -> str:
     return integer_kernel(mix, "int4" if method == "weight_only" else "int8")
 
 
-def _session(cfg: QBenchConfig, model_path: Path, workdir: Path) -> tuple[Any, Path]:
+def _session(cfg: QBenchConfig, model_path: Path, workdir: Path, options: Any = None) -> tuple[Any, Path]:
+    """The cell's session of ``model_path`` (``options``: a SessionOptions to start from, e.g. with profiling on)
+    and where its optimized graph was written."""
     import onnxruntime as ort
 
     from qbench.config.threads import resolve_threads
 
     intra, inter = resolve_threads(cfg)
-    options = ort.SessionOptions()
+    options = options or ort.SessionOptions()
     options.intra_op_num_threads = intra
     options.inter_op_num_threads = inter
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
