@@ -19,10 +19,17 @@ from pathlib import Path
 from _common import machine_line, markdown_table, run_qbench, write_section
 
 ARGS = ["tune", "model=resnet18", "backend=onnxruntime"]
+HEADER = ["run", "budget met", "best configuration", "drop pt", "speed-up vs FP32 [95 % CI]", "measured candidates",
+          "exhaustive space", "s"]
 
 
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
+
+
+def _speedup(value: float | None, ci: list[float] | None) -> str:
+    text = _fmt(value, ".2f") + "x"
+    return text if not ci else f"{text} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def main() -> None:
@@ -40,13 +47,15 @@ def main() -> None:
             stages += [f"run {run}: {line}" for line in proc.stdout.splitlines() if line.startswith("latency stage")]
             (folder,) = (cwd / "results" / "tune").glob("*/*")
             summary = json.loads((folder / "tune.json").read_text())
-            summaries.append([str(run), "yes" if summary["met"] else "no", summary["best"]["cell"],
-                              _fmt(summary["best"]["drop"], "+.2f"), _fmt(summary["best"]["speedup"], ".2f") + "x",
+            best = summary["best"]
+            summaries.append([str(run), "yes" if summary["met"] else "no", best["cell"], _fmt(best["drop"], "+.2f"),
+                              _speedup(best["speedup"], best.get("speedup_ci")),
                               str(summary["measured"]), str(summary["exhaustive_space"]), f"{wall:.0f}"])
             for c in summary["candidates"]:
                 rows.append([str(run), c["cell"], str(c["move"]), str(c["k"]), c["layers"] or "—",
-                             _fmt(c["drop"], "+.2f"), _fmt(c["p50_ms"], ".3f"), _fmt(c["speedup"], ".2f") + "x"])
-            records = sorted(folder.glob("cells/*/record.json"))
+                             _fmt(c["drop"], "+.2f"), _fmt(c["p50_ms"], ".3f"),
+                             _speedup(c["speedup"], c.get("speedup_ci"))])
+            records = sorted(folder.rglob("record.json"))
             if records:
                 machine = machine_line(json.loads(records[0].read_text()))
     command = f"python benchmarks/tune_latency.py --runs {ns.runs} --max-drop {ns.max_drop:g}"
@@ -55,9 +64,7 @@ def main() -> None:
 of `{tune}` (default protocol, batch 1, 2 threads, digits at 32x32: one image = 0.28 pt;
 speed-up = paired with the FP32 cell of the same run, interleaved blocks).
 
-| run | budget met | best configuration | drop pt | speed-up vs FP32 | measured candidates | exhaustive space | s |
-|---|---|---|---|---|---|---|---|
-{chr(10).join('| ' + ' | '.join(r) + ' |' for r in summaries)}
+{markdown_table(HEADER, summaries)}
 
 What the latency stage found (per-layer kernel time, int8 candidate minus FP32, ONNX Runtime's profiler):
 
@@ -65,7 +72,7 @@ What the latency stage found (per-layer kernel time, int8 candidate minus FP32, 
 
 Every measured cell:
 
-{markdown_table(["run", "cell", "move", "k", "layers moved", "drop pt", "p50 ms", "speed-up"], rows)}
+{markdown_table(["run", "cell", "move", "k", "layers moved", "drop pt", "p50 ms", "speed-up [95 % CI]"], rows)}
 """
     write_section("tune_latency", "qbench tune: the fastest configuration within the budget (resnet18, ONNX Runtime)",
                   body)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qbench.cli.tune import parse_moves
+from qbench.cli.tune import parse_algorithms, parse_moves
 from qbench.cli.tune_output import best_candidate
 from qbench.orchestrate.tune import Candidate, layers_override
 from qbench.orchestrate.tune_latency import float_counts, slow_layers
@@ -70,6 +70,11 @@ def test_moves_and_the_layers_override() -> None:
     assert layers_override({}) is None
 
 
+def test_algorithms_besides_the_base_schemes() -> None:
+    assert parse_algorithms("rtn,cle,adaround,cle", "rtn") == ["cle", "adaround"]
+    assert parse_algorithms(None, "rtn") == [] and parse_algorithms("", "cle") == []
+
+
 def test_best_is_the_fastest_within_budget_else_the_closest_miss() -> None:
     def cand(k: int, drop: float, p50: float) -> Candidate:
         return Candidate("float", k, [], [], {"status": "finished"}, {"drop": drop, "p50_ms": p50})
@@ -109,6 +114,7 @@ def test_latency_stage_keeps_float_the_layers_slower_quantized() -> None:
     (("--max-drop", "0.5", "--objective", "energy"), "--objective energy: unknown objective; valid values: latency"),
     (("--max-drop", "0.5", "--candidates", "fp16"), "--candidates fp16: unknown move"),
     (("--max-drop", "0.5", "quant=fp32"), "quant.method=none quantizes nothing"),
+    (("--max-drop", "0.5", "--algorithms", "rtn,brecq"), "--algorithms brecq: unknown algorithm; valid values: rtn"),
 ])
 def test_bad_input_is_one_line_exit_2(run_qbench, args: tuple[str, ...], message: str) -> None:
     out = run_qbench("tune", *args)
@@ -179,7 +185,24 @@ def test_latency_objective_profiles_the_cells_and_runs_the_latency_stage(run_qbe
     (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("latency stage: ")]
     assert "slower quantized than float in digits_cnn/w8a8-pc/onnxruntime" in line
     (folder,) = (tmp_path / "results" / "tune").glob("*/*")
-    for record in tmp_path.glob("results/tune/*/*/cells/*/record.json"):  # FP32 and candidates: profiled
+    records = list(folder.rglob("record.json"))
+    assert len(records) >= 2
+    for record in records:  # FP32 and candidates: profiled
         assert any(a.endswith("layer_times.json") for a in json.loads(record.read_text())["artifacts"])
     # the profile is the tune's own instrument, not part of the configuration it recommends
     assert "layer_profile" not in (folder / "run_command.txt").read_text()
+
+
+def test_algorithms_are_a_candidate_dimension(run_qbench, tmp_path: Path) -> None:
+    # 3-bit weights: the base (min/max rounding) misses a 0.3 pt budget on its own; CLE gets its own prefix search
+    out = run_qbench("tune", "model=digits_cnn", "quant=w4a8_pc", "quant.weights.bits=3", *_QUICK, "tracking=none",
+                     "--max-drop", "0.3", "--samples", "100", "--algorithms", "cle", "--objective", "size")
+    assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
+    (folder,) = (tmp_path / "results" / "tune").glob("*/*")
+    summary = json.loads((folder / "tune.json").read_text())
+    assert summary["algorithms"] == ["rtn", "cle"]
+    layers = len(summary["ranking"])
+    assert summary["exhaustive_space"] == 2 * exhaustive_size(layers, 1) and summary["prefix_space"] == 2 * (layers + 1)
+    by_algorithm = {c["algorithm"] for c in summary["candidates"] if c["move"] != "fp32"}
+    assert by_algorithm == {"rtn", "cle"}, summary["candidates"]
+    assert any("(cle)" in line for line in out.stdout.splitlines() if line.startswith("  float k="))

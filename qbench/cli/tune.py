@@ -46,6 +46,9 @@ def _parser() -> OneLineParser:
                         "bops (bit operations): what the best configuration minimizes")
     parser.add_argument("--candidates", default="float", metavar="MOVES", help="comma-separated moves applied to "
                         "the most sensitive layers: float (kept float, default), bitsN (weights at N bits)")
+    parser.add_argument("--algorithms", metavar="NAMES", help="comma-separated PTQ algorithms (quant.algorithm) to "
+                        "search besides the base scheme's, e.g. rtn,cle,adaround: each gets its own prefix search "
+                        "over the same ranking")
     parser.add_argument("--max-candidates", type=int, metavar="N", help="measure at most N candidates")
     parser.add_argument("--samples", type=int, metavar="N", help="sensitivity ranking on the first N evaluation "
                         "samples (qbench analyze --samples)")
@@ -71,6 +74,18 @@ def parse_moves(text: str) -> dict[str, dict[str, Any]]:
     return moves
 
 
+def parse_algorithms(text: str | None, base: str) -> list[str]:
+    """``--algorithms rtn,cle`` -> the algorithms to search besides ``base`` (in the order given, without it);
+    UsageError on an unknown name."""
+    from qbench.config.names import ALGORITHMS
+
+    names = [t.strip() for t in (text or "").split(",") if t.strip()]
+    for name in names:
+        if name not in ALGORITHMS:
+            raise UsageError(f"--algorithms {name}: unknown algorithm; valid values: {', '.join(ALGORITHMS)}")
+    return [n for i, n in enumerate(names) if n != base and n not in names[:i]]
+
+
 def cmd_tune(args: list[str]) -> int:
     from qbench.cli.analyze import compose_cell
     from qbench.report.tune import OBJECTIVES
@@ -84,6 +99,7 @@ def cmd_tune(args: list[str]) -> int:
             raise UsageError(f"--max-drop={ns.max_drop:g}: must be >= 0")
         moves = parse_moves(ns.candidates)
         node, cfg = compose_cell(overrides)
+        ns.algorithm_variants = parse_algorithms(ns.algorithms, cfg.quant.algorithm)
         from qbench.orchestrate.preflight import unsupported_reason
 
         reason = unsupported_reason(cfg)
@@ -134,25 +150,50 @@ def _tune(ns: Any, overrides: list[str], moves: dict[str, dict[str, Any]], node:
     console.print(f"ranking ({len(ranking)} layers, most sensitive first): {', '.join(ranking)}", highlight=False,
                   markup=False, soft_wrap=True)
     capped = False
-    for move, override in moves.items():
-        left = None if ns.max_candidates is None else ns.max_candidates - len(session.candidates)
-        if left is not None and left <= 0:
-            capped = True
-            break
+    # the base scheme's algorithm first, then each --algorithms one over the same ranking (taken once, under the
+    # base algorithm: re-ranking under each would cost an analysis per algorithm)
+    for algorithm in [None, *_runnable_algorithms(ns.algorithm_variants, overrides, console)]:
+        for move, override in moves.items():
+            left = None if ns.max_candidates is None else ns.max_candidates - len(session.candidates)
+            if left is not None and left <= 0:
+                capped = True
+                break
 
-        def evaluate(k: int, move: str = move, override: dict[str, Any] = override) -> float | None:
-            candidate = session.measure(move, k, ranking[:k], override)
-            console.print(f"  {move} k={k}: {candidate.record['cell']} {candidate.record['status']}, drop "
-                          f"{_num(candidate.figures['drop'], '+.2f')} {unit}", highlight=False, markup=False)
-            return candidate.figures["drop"]
+            def evaluate(k: int, move: str = move, override: dict[str, Any] = override,
+                         algorithm: str | None = algorithm) -> float | None:
+                candidate = session.measure(move, k, ranking[:k], override, algorithm)
+                console.print(f"  {move} k={k}{f' ({algorithm})' if algorithm else ''}: {candidate.record['cell']} "
+                              f"{candidate.record['status']}, drop {_num(candidate.figures['drop'], '+.2f')} {unit}",
+                              highlight=False, markup=False)
+                return candidate.figures["drop"]
 
-        capped |= prefix_search(evaluate, len(ranking), ns.max_drop, left).capped
+            capped |= prefix_search(evaluate, len(ranking), ns.max_drop, left).capped
     if ns.objective == "latency" and not capped:
         capped = _latency_stage(session, moves, ns, console)
     from qbench.cli.tune_output import finish
 
     return finish(ns, session, moves, ranking, analysis, cfg, workdir, parent, console, capped,
                   time.perf_counter() - t0)
+
+
+def _runnable_algorithms(names: list[str], overrides: list[str], console: Any) -> list[str]:
+    """The ``--algorithms`` the backend can run with the base scheme; the others are skipped with their reason."""
+    from qbench.cli.analyze import compose_cell
+    from qbench.orchestrate.preflight import unsupported_reason
+
+    runnable = []
+    for name in names:
+        try:
+            _, cfg = compose_cell([*(a for a in overrides if a.split("=", 1)[0].lstrip("+~") != "quant.algorithm"),
+                                   f"quant.algorithm={name}"])
+            reason = unsupported_reason(cfg)
+        except Exception as exc:  # the scheme rejects the algorithm (e.g. its options): the same as unsupported
+            reason = qconfig.one_line(exc)
+        if reason:
+            console.print(f"algorithm {name}: skipped ({reason})", highlight=False, markup=False, soft_wrap=True)
+        else:
+            runnable.append(name)
+    return runnable
 
 
 def _latency_stage(session: Any, moves: dict[str, dict[str, Any]], ns: Any, console: Any) -> bool:
@@ -181,7 +222,7 @@ def _latency_stage(session: Any, moves: dict[str, dict[str, Any]], ns: Any, cons
         if ns.max_candidates is not None and len(session.candidates) >= ns.max_candidates:
             return True
         layers = {**kept, **{name: {"float": True} for name, _ in slow[:m]}}
-        candidate = session.measure_layers("latency", len(layers), layers)
+        candidate = session.measure_layers("latency", len(layers), layers, best.algorithm)
         console.print(f"  latency: {m} slow layer(s) float: {candidate.record['cell']} {candidate.record['status']}, "
                       f"drop {_num(candidate.figures['drop'], '+.2f')}, speed-up "
                       f"{_num(candidate.figures['speedup'], '.2f')}x (best so far "

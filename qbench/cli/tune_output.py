@@ -15,12 +15,22 @@ from qbench.orchestrate.tune_search import exhaustive_size
 
 def _row(c: Candidate | None, record: dict[str, Any], figures: dict[str, Any], budget: float) -> dict[str, Any]:
     drop = figures["drop"]
-    return {"cell": record["cell"], "move": c.move if c else "fp32", "k": c.k if c else "", "layers":
-            ",".join(c.layers) if c else "", "metric": figures["metric"], "drop": drop,
+    algorithm = ((record.get("config") or {}).get("quant") or {}).get("algorithm") if c else ""
+    size = figures["size_bytes"]
+    return {"cell": record["cell"], "move": c.move if c else "fp32", "algorithm": algorithm, "k": c.k if c else "",
+            "layers": ",".join(c.layers) if c else "", "metric": figures["metric"], "drop": drop,
             "meets": None if c is None else drop is not None and drop <= budget, "p50_ms": figures["p50_ms"],
-            "speedup": figures["speedup"], "size_kib": None if figures["size_bytes"] is None else
-            figures["size_bytes"] / 1024, "bops": figures["bops"], "kernel": figures["kernel"],
+            "speedup": figures["speedup"], "speedup_ci": figures.get("speedup_ci"),
+            "size_kib": None if size is None else size / 1024, "bops": figures["bops"], "kernel": figures["kernel"],
             "status": record["status"]}
+
+
+def _speedup_text(figures: dict[str, Any]) -> str:
+    """``; 1.20x FP32 [1.16, 1.25] (paired)``, or the unpaired ratio where no paired window was measured."""
+    value, ci = figures.get("speedup"), figures.get("speedup_ci")
+    if value is None:
+        return ""
+    return f"; {value:.2f}x FP32" + (f" [{ci[0]:.2f}, {ci[1]:.2f}] (paired)" if ci else " (unpaired p50s)")
 
 
 def best_candidate(candidates: list[Candidate], budget: float, objective: str) -> tuple[Candidate | None, bool]:
@@ -55,15 +65,20 @@ def finish(ns: Any, session: TuneSession, moves: dict[str, dict[str, Any]], rank
     unit = "%" if ns.relative else "pt"
     metric = ref_figures["metric_name"]
     layers, count = len(ranking), len(moves)
-    space = (f"{count * layers + 1} prefixes of the ranking ({count} move(s) x {layers} layers + the base scheme), "
-             f"{exhaustive_size(layers, count)} configurations for exhaustive search over the same layers "
-             f"({count + 1}^{layers}: each layer kept or given one of {', '.join(moves)})")
+    algorithms = [cfg.quant.algorithm, *getattr(ns, "algorithm_variants", [])]
+    per_algorithm = f" per algorithm, x {len(algorithms)} algorithms ({', '.join(algorithms)})" if len(
+        algorithms) > 1 else ""
+    prefixes, exhaustive = (count * layers + 1) * len(algorithms), exhaustive_size(layers, count) * len(algorithms)
+    space = (f"{prefixes} prefixes of the ranking ({count} move(s) x {layers} layers + the base scheme"
+             f"{per_algorithm}), {exhaustive} configurations for exhaustive search over the same layers "
+             f"({count + 1}^{layers}: each layer kept or given one of {', '.join(moves)}{per_algorithm})")
     name = qconfig.cell_name(cfg)
     if best is None:
         verdict = "no candidate could be measured (see the failed cells above)"
     elif met:
         verdict = (f"budget met: {best.record['cell']} ({best.move} on the top {best.k} layers) drops "
-                   f"{best.figures['drop']:+.2f} {unit} <= {ns.max_drop:g} {unit}; best for {ns.objective}")
+                   f"{best.figures['drop']:+.2f} {unit} <= {ns.max_drop:g} {unit}; best for {ns.objective}"
+                   + _speedup_text(best.figures))
     else:
         verdict = (f"no candidate meets the budget: the best found, {best.record['cell']} ({best.move} on the top "
                    f"{best.k} layers), drops {best.figures['drop']:+.2f} {unit}, missing it by "
@@ -75,11 +90,13 @@ def finish(ns: Any, session: TuneSession, moves: dict[str, dict[str, Any]], rank
     summary = {"cell": name, "verdict": verdict, "met": met, "budget": ns.max_drop, "unit": unit,
                "relative": ns.relative, "metric": metric, "fp32_metric": ref_figures["metric"],
                "backend": cfg.backend.name, "objective": ns.objective, "moves": moves, "ranking": ranking,
-               "measured": len(session.candidates), "prefix_space": count * layers + 1,
-               "exhaustive_space": exhaustive_size(layers, count), "space": space, "capped": capped,
+               "measured": len(session.candidates), "prefix_space": prefixes, "algorithms": algorithms,
+               "exhaustive_space": exhaustive, "space": space, "capped": capped,
                "best_label": "none" if best is None else f"{best.record['cell']}: {best.move} on "
-               f"{', '.join(best.layers) or 'no layer'}", "best": None if best is None else {
+               f"{', '.join(best.layers) or 'no layer'}" + (f" ({best.algorithm})" if best.algorithm else ""),
+               "best": None if best is None else {
                    "cell": best.record["cell"], "move": best.move, "k": best.k, "layers": best.layers,
+                   "algorithm": best.algorithm or cfg.quant.algorithm,
                    **{k: v for k, v in best.figures.items() if k != "error"}},
                "command": command, "time_s": elapsed_s, "parent_run_id": parent}
     files = _write(workdir, summary, table, best, name, metric, session)

@@ -28,6 +28,10 @@ def _is_layers_override(arg: str) -> bool:
     return key == "quant.layers" or key.startswith("quant.layers.")
 
 
+def _is_algorithm_override(arg: str) -> bool:
+    return arg.split("=", 1)[0].lstrip("+~") == "quant.algorithm"
+
+
 def _yaml_value(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
@@ -52,6 +56,7 @@ class Candidate:
     record: dict[str, Any]
     figures: dict[str, Any] = field(default_factory=dict)
     layer_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> what this candidate moved
+    algorithm: str | None = None  # quant.algorithm when the candidate changed it (None: the base scheme's)
 
     @property
     def finished(self) -> bool:
@@ -74,10 +79,13 @@ class TuneSession:
         self.candidates: list[Candidate] = []
         self._by_overrides: dict[tuple[str, ...], Candidate] = {}
 
-    def overrides_for(self, layers: dict[str, dict[str, Any]]) -> list[str]:
-        """The ``qbench run`` overrides of the base cell with ``layers`` moved (after the base's own overrides)."""
+    def overrides_for(self, layers: dict[str, dict[str, Any]], algorithm: str | None = None) -> list[str]:
+        """The ``qbench run`` overrides of the base cell with ``layers`` moved (after the base's own overrides) and,
+        when given, the scheme's PTQ algorithm replaced."""
         extra = layers_override({**self.base_layers, **layers})
-        return [*self.base, *([extra] if extra else [])]
+        base = self.base if algorithm is None else [
+            *(a for a in self.base if not _is_algorithm_override(a)), f"quant.algorithm={algorithm}"]
+        return [*base, *([extra] if extra else [])]
 
     def _run(self, overrides: list[str], role_tags: dict[str, str]) -> dict[str, Any]:
         from qbench.orchestrate.runner import run_cell_job
@@ -105,18 +113,23 @@ class TuneSession:
         self.reference = self._run(reference_overrides(self.base), {"tune.k": "fp32", "tune.move": "none"})
         return self.reference
 
-    def measure(self, move: str, k: int, layers: list[str], override: dict[str, Any]) -> Candidate:
+    def measure(self, move: str, k: int, layers: list[str], override: dict[str, Any],
+                algorithm: str | None = None) -> Candidate:
         """The candidate with ``override`` on ``layers`` (the top ``k`` ranked), measured once per configuration."""
-        return self.measure_layers(move, k, {name: dict(override) for name in layers})
+        return self.measure_layers(move, k, {name: dict(override) for name in layers}, algorithm)
 
-    def measure_layers(self, move: str, k: int, layers: dict[str, dict[str, Any]]) -> Candidate:
-        """The candidate with each layer's own override (``layers``), measured once per configuration."""
-        overrides = self.overrides_for(layers)
+    def measure_layers(self, move: str, k: int, layers: dict[str, dict[str, Any]],
+                       algorithm: str | None = None) -> Candidate:
+        """The candidate with each layer's own override (``layers``) and, when given, another PTQ algorithm,
+        measured once per configuration."""
+        overrides = self.overrides_for(layers, algorithm)
         key = tuple(overrides)
         if key not in self._by_overrides:
             t0 = time.perf_counter()
-            record = self._run(overrides, {"tune.k": str(k), "tune.move": move, "tune.layers": ",".join(layers)})
-            candidate = Candidate(move, k, list(layers), overrides, record, layer_overrides=dict(layers))
+            record = self._run(overrides, {"tune.k": str(k), "tune.move": move, "tune.layers": ",".join(layers),
+                                           "tune.algorithm": algorithm or "base"})
+            candidate = Candidate(move, k, list(layers), overrides, record, layer_overrides=dict(layers),
+                                  algorithm=algorithm)
             candidate.figures = self.figures(record)
             candidate.figures["time_s"] = time.perf_counter() - t0
             self._by_overrides[key] = candidate
@@ -138,6 +151,9 @@ class TuneSession:
         rel = relative_figures(metrics, (record.get("tags") or {}).get("kernel", ""), ref, (name, higher))
         return {"metric_name": name, "metric": value, "fp32_metric": ref_value, "drop": drop,
                 "p50_ms": metrics.get("latency.p50_ms"), "speedup": rel["speedup"],
+                # the paired speed-up's 95 % CI (None where the cell measured no paired window)
+                "speedup_ci": None if metrics.get("speedup.paired_ci95_low") is None else
+                [metrics["speedup.paired_ci95_low"], metrics["speedup.paired_ci95_high"]],
                 "size_bytes": metrics.get("size.artifact_bytes"), "bops": metrics.get("opcount.bops"),
                 "kernel": (record.get("tags") or {}).get("kernel"), "status": record.get("status"),
                 "error": record.get("error")}
