@@ -117,3 +117,54 @@ def test_cells_are_skipped_with_the_reason_where_executorch_is_absent(compose, m
         cfg = qconfig.validate(compose("backend=executorch", f"quant={quant}"))
         assert get_backend("executorch").unsupported_reason(cfg) == (
             'executorch and torchao not installed (pip install -e ".[executorch]")')
+
+
+
+@needs_executorch
+def test_a_lowered_program_is_cached_and_reported_the_same(compose, reference_models, tmp_path, monkeypatch) -> None:
+    """The second deployment of the same network loads the program the first one lowered: same bytes, outputs, op
+    mix and tags, marked cached (FP32: the int8 lowering is the same path with PT2E first, seconds longer)."""
+    import torch
+
+    import qbench.backends.executorch.cache as et_cache
+    from qbench.backends.deployment import DeployContext
+    from qbench.data import load_splits
+
+    monkeypatch.setattr(et_cache, "cache_folder", lambda: tmp_path / "programs")
+    cfg = qconfig.validate(compose("model=digits_cnn", "quant=fp32", "backend=executorch"))
+    splits = load_splits(cfg.dataset, cfg.model)
+
+    def deploy(workdir: Path):
+        return get_backend("executorch").deploy(DeployContext(cfg, reference_models["digits_cnn"], splits, workdir))
+
+    first, second = deploy(tmp_path / "a"), deploy(tmp_path / "b")
+    assert first.tags["executorch.lowering"].startswith("lowered in this cell")
+    assert second.tags["executorch.lowering"].startswith("cached")
+    assert "time.et_lower_s" in first.metrics and "time.et_lower_s" not in second.metrics
+    assert first.artifacts[0].read_bytes() == second.artifacts[0].read_bytes()
+    assert first.tags["opmix.ops"] == second.tags["opmix.ops"] == "xnnpack:fp32.convolution=3,xnnpack:fp32.linear=1"
+    assert {k: v for k, v in first.metrics.items() if k.startswith("opmix.")} == {
+        k: v for k, v in second.metrics.items() if k.startswith("opmix.")}
+    batch = splits.named(splits.evaluation.tensors[0][:8])
+    assert all(torch.equal(a, b) for a, b in zip(first(batch).values(), second(batch).values(), strict=True))
+    assert len(list((tmp_path / "programs").glob("*.npz"))) == 1
+
+
+@needs_executorch
+def test_program_key_follows_weights_shapes_settings_and_calibration() -> None:
+    import torch
+
+    from qbench.backends.executorch.cache import program_key
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    example, calibration = (torch.zeros(8, 1, 8, 8),), [torch.ones(4, 1, 8, 8)]
+    key = program_key(model, example, None, {"quantization": "pt2e"}, calibration)
+    assert key == program_key(model, example, None, {"quantization": "pt2e"}, [torch.ones(4, 1, 8, 8)])
+    assert key != program_key(model, (torch.zeros(4, 1, 8, 8),), None, {"quantization": "pt2e"}, calibration)
+    assert key != program_key(model, example, None, {"quantization": "pt2e", "granularity": "per_tensor"},
+                              calibration)
+    assert key != program_key(model, example, None, {"quantization": "pt2e"}, [torch.zeros(4, 1, 8, 8)])
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] += 1e-3
+    assert key != program_key(model, example, None, {"quantization": "pt2e"}, calibration)

@@ -180,12 +180,12 @@ def _runnable_algorithms(names: list[str], overrides: list[str], console: Any) -
     """The ``--algorithms`` the backend can run with the base scheme; the others are skipped with their reason."""
     from qbench.cli.analyze import compose_cell
     from qbench.orchestrate.preflight import unsupported_reason
+    from qbench.orchestrate.tune import is_algorithm_override
 
     runnable = []
     for name in names:
         try:
-            _, cfg = compose_cell([*(a for a in overrides if a.split("=", 1)[0].lstrip("+~") != "quant.algorithm"),
-                                   f"quant.algorithm={name}"])
+            _, cfg = compose_cell([*(a for a in overrides if not is_algorithm_override(a)), f"quant.algorithm={name}"])
             reason = unsupported_reason(cfg)
         except Exception as exc:  # the scheme rejects the algorithm (e.g. its options): the same as unsupported
             reason = qconfig.one_line(exc)

@@ -28,7 +28,8 @@ def _is_layers_override(arg: str) -> bool:
     return key == "quant.layers" or key.startswith("quant.layers.")
 
 
-def _is_algorithm_override(arg: str) -> bool:
+def is_algorithm_override(arg: str) -> bool:
+    """Whether a ``qbench run`` override sets ``quant.algorithm``."""
     return arg.split("=", 1)[0].lstrip("+~") == "quant.algorithm"
 
 
@@ -84,7 +85,7 @@ class TuneSession:
         when given, the scheme's PTQ algorithm replaced."""
         extra = layers_override({**self.base_layers, **layers})
         base = self.base if algorithm is None else [
-            *(a for a in self.base if not _is_algorithm_override(a)), f"quant.algorithm={algorithm}"]
+            *(a for a in self.base if not is_algorithm_override(a)), f"quant.algorithm={algorithm}"]
         return [*base, *([extra] if extra else [])]
 
     def _run(self, overrides: list[str], role_tags: dict[str, str]) -> dict[str, Any]:

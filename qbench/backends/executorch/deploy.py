@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from qbench.backends.deployment import DeployContext, Deployment
+from qbench.backends.executorch.cache import LoweredProgram, lowered, program_key
 from qbench.data.batching import Outputs, module_outputs, tensors_of
 
 if TYPE_CHECKING:
@@ -48,28 +49,36 @@ def deploy(ctx: DeployContext) -> Deployment:
     example, dynamic, capacity = _example(ctx)
     tags["executorch.shapes"] = (f"dynamic batch 1..{capacity} (memory planned for {capacity})" if dynamic
                                  else f"static batch {capacity}")
-    t0 = time.perf_counter()
-    if method == "none":
-        model: nn.Module = ctx.fp32_model
-        tags["executorch.quantization"] = "none"
-    else:
-        model = _pt2e(ctx, example, dynamic, tags)
-    metrics = {"time.et_quantize_s": time.perf_counter() - t0}
+    network, settings, calibration = _lowering_inputs(ctx)
+    key = program_key(network, example, dynamic, settings, [t for batch in calibration for t in batch])
+    times: dict[str, float] = {}
+
+    def lower() -> LoweredProgram:
+        built: dict[str, str] = {}
+        t0 = time.perf_counter()
+        model = network if method == "none" else _pt2e(ctx, network, example, dynamic, calibration, built)
+        times["time.et_quantize_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        exported = torch.export.export(model, example, dynamic_shapes=dynamic)
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+        program = edge.to_executorch()
+        times["time.et_lower_s"] = time.perf_counter() - t0
+        ops, subgraphs = lowered_ops(edge.exported_program().graph_module)
+        return LoweredProgram(program.buffer, ops, subgraphs, built)
 
     t0 = time.perf_counter()
-    exported = torch.export.export(model, example, dynamic_shapes=dynamic)
-    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-    program = edge.to_executorch()
-    metrics["time.et_lower_s"] = time.perf_counter() - t0
+    program, from_cache = lowered(key, lower)
+    metrics = {"time.et_program_s": time.perf_counter() - t0, **times}  # load from the cache, or quantize + lower
+    tags["executorch.quantization"] = "none"
+    tags.update(program.tags)
+    tags["executorch.lowering"] = f"{'cached' if from_cache else 'lowered in this cell'} (program {key})"
     artifact = ctx.workdir / ("model_fp32.pte" if method == "none" else "model_int8.pte")
     artifact.write_bytes(program.buffer)
 
-    graph = edge.exported_program().graph_module
-    ops, subgraphs = lowered_ops(graph)
-    mix_metrics, mix_tags = delegated_op_mix(ops, ctx.layer_counts())
+    mix_metrics, mix_tags = delegated_op_mix(program.ops, ctx.layer_counts())
     metrics.update(mix_metrics)
     tags.update(mix_tags)
-    metrics["opmix.delegated_subgraphs"] = float(subgraphs)
+    metrics["opmix.delegated_subgraphs"] = float(program.subgraphs)
     kernel = "fp32" if method == "none" else integer_kernel(mix_metrics, "int8")
 
     # what runs is the .pte file as written (a phone would load the same bytes)
@@ -143,28 +152,43 @@ def _quantization_config(cfg: QBenchConfig, tags: dict[str, str]) -> Any:
     return config
 
 
-def _pt2e(ctx: DeployContext, example: tuple[torch.Tensor, ...], dynamic: Any, tags: dict[str, str]) -> nn.Module:
-    """Static W8A8 by PT2E with the XNNPACK quantizer, calibrated on qbench's calibration split."""
+def _lowering_inputs(ctx: DeployContext) -> tuple[nn.Module, dict[str, Any], list[tuple[torch.Tensor, ...]]]:
+    """What a cell's program is lowered from: the network (the FP32 model, or for int8 the simulated model's float
+    network, BN folded: the one the simulation quantized), the quantizer settings and the calibration batches."""
+    from qbench.quant.simulate import unwrap_simulated
+
+    cfg = ctx.cfg
+    if cfg.quant.method == "none":
+        return ctx.fp32_model, {"quantization": "none"}, []
+    import torchao
+
+    assert ctx.simulated_model is not None, "a quantized cell needs its simulated model"
+    q = cfg.quant
+    samples = min(q.calibration.samples, len(ctx.splits.calibration))
+    batches = [tensors_of(b) for b in ctx.splits.calibration_inputs(samples, q.calibration.batch_size)]
+    settings = {"quantization": "pt2e-xnnpack", "torchao": torchao.__version__, "observers": cfg.backend.observers,
+                "activation_observer": q.activations.observer, "granularity": q.weights.granularity,
+                "calibration_samples": samples}
+    return unwrap_simulated(ctx.simulated_model), settings, batches
+
+
+def _pt2e(ctx: DeployContext, network: nn.Module, example: tuple[torch.Tensor, ...], dynamic: Any,
+          calibration: list[tuple[torch.Tensor, ...]], tags: dict[str, str]) -> nn.Module:
+    """Static W8A8 by PT2E with the XNNPACK quantizer, calibrated on qbench's calibration batches."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from qbench.quant.simulate import unwrap_simulated
-
-    assert ctx.simulated_model is not None, "a quantized cell needs its simulated model"
-    q = ctx.cfg.quant
-    # the simulated model's float weights (BN folded): the network the simulation quantized
-    captured = torch.export.export(unwrap_simulated(ctx.simulated_model), example, dynamic_shapes=dynamic).module()
+    captured = torch.export.export(network, example, dynamic_shapes=dynamic).module()
     quantizer = XNNPACKQuantizer().set_global(_quantization_config(ctx.cfg, tags))
     prepared = prepare_pt2e(captured, quantizer)
-    samples = min(q.calibration.samples, len(ctx.splits.calibration))
     with torch.no_grad():
-        for batch in ctx.splits.calibration_inputs(samples, q.calibration.batch_size):
-            prepared(*tensors_of(batch))
+        for batch in calibration:
+            prepared(*batch)
     import torchao
 
     tags.update({
         "executorch.quantization": f"pt2e XNNPACKQuantizer (torchao {torchao.__version__} prepare_pt2e/convert_pt2e)",
-        "executorch.calibration_samples": str(samples),
+        "executorch.calibration_samples": str(min(ctx.cfg.quant.calibration.samples, len(ctx.splits.calibration))),
         "executorch.grid": "PT2E's own observers and quantize/dequantize placement (int8 between ops), not qbench's "
                            "scales: the deployment gap includes a different calibration",
     })
@@ -214,6 +238,6 @@ def lowered_ops(graph: torch.fx.GraphModule) -> tuple[list[tuple[str, bool, bool
 
     submodules = get_lowered_submodules(graph)
     ops = compute(graph.graph, False)
-    for _, lowered, _ in submodules:
-        ops += compute(lowered.original_module.graph, lowered.backend_id == "XnnpackBackend")
+    for _, submodule, _ in submodules:
+        ops += compute(submodule.original_module.graph, submodule.backend_id == "XnnpackBackend")
     return ops, len(submodules)
