@@ -169,7 +169,7 @@ def _tune(ns: Any, overrides: list[str], moves: dict[str, dict[str, Any]], node:
 
             capped |= prefix_search(evaluate, len(ranking), ns.max_drop, left).capped
     if ns.objective == "latency" and not capped:
-        capped = _latency_stage(session, moves, ns, console)
+        capped = _latency_stage(session, ns, console)
     from qbench.cli.tune_output import finish
 
     return finish(ns, session, moves, ranking, analysis, cfg, workdir, parent, console, capped,
@@ -196,7 +196,7 @@ def _runnable_algorithms(names: list[str], overrides: list[str], console: Any) -
     return runnable
 
 
-def _latency_stage(session: Any, moves: dict[str, dict[str, Any]], ns: Any, console: Any) -> bool:
+def _latency_stage(session: Any, ns: Any, console: Any) -> bool:
     """Keep float the layers of the best feasible candidate that its per-layer profile shows slower quantized than
     in FP32 (:mod:`qbench.orchestrate.tune_latency`), measured as up to two more candidates; True when
     ``--max-candidates`` stopped it."""
@@ -212,8 +212,7 @@ def _latency_stage(session: Any, moves: dict[str, dict[str, Any]], ns: Any, cons
         why = (best.record.get("tags") or {}).get("profile.layers", "the cells recorded no per-layer profile")
         console.print(f"latency stage: skipped ({why})", highlight=False, markup=False)
         return False
-    kept = {name: dict(o) for name, o in best.layer_overrides.items()} or {n: moves.get(best.move, {}) for n in
-                                                                            best.layers}
+    kept = {name: dict(o) for name, o in best.layer_overrides.items()}  # what the best candidate already moved
     slow = tune_latency.slow_layers(times, fp32, skip={n for n, o in kept.items() if o.get("float")})
     console.print(f"latency stage: {len(slow)} layer(s) slower quantized than float in {best.record['cell']}"
                   + (": " + ", ".join(f"{n} (+{us:.0f} µs)" for n, us in slow) if slow else ""),

@@ -56,7 +56,8 @@ def deploy(ctx: DeployContext) -> Deployment:
     def lower() -> LoweredProgram:
         built: dict[str, str] = {}
         t0 = time.perf_counter()
-        model = network if method == "none" else _pt2e(ctx, network, example, dynamic, calibration, built)
+        model = network if method == "none" else _pt2e(ctx, network, example, dynamic, calibration,
+                                                        settings["calibration_samples"], built)
         times["time.et_quantize_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         exported = torch.export.export(model, example, dynamic_shapes=dynamic)
@@ -173,7 +174,7 @@ def _lowering_inputs(ctx: DeployContext) -> tuple[nn.Module, dict[str, Any], lis
 
 
 def _pt2e(ctx: DeployContext, network: nn.Module, example: tuple[torch.Tensor, ...], dynamic: Any,
-          calibration: list[tuple[torch.Tensor, ...]], tags: dict[str, str]) -> nn.Module:
+          calibration: list[tuple[torch.Tensor, ...]], samples: int, tags: dict[str, str]) -> nn.Module:
     """Static W8A8 by PT2E with the XNNPACK quantizer, calibrated on qbench's calibration batches."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -188,7 +189,7 @@ def _pt2e(ctx: DeployContext, network: nn.Module, example: tuple[torch.Tensor, .
 
     tags.update({
         "executorch.quantization": f"pt2e XNNPACKQuantizer (torchao {torchao.__version__} prepare_pt2e/convert_pt2e)",
-        "executorch.calibration_samples": str(min(ctx.cfg.quant.calibration.samples, len(ctx.splits.calibration))),
+        "executorch.calibration_samples": str(samples),
         "executorch.grid": "PT2E's own observers and quantize/dequantize placement (int8 between ops), not qbench's "
                            "scales: the deployment gap includes a different calibration",
     })
