@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--host-note", default="", help="what else ran on the host, written beside the table")
     args = parser.parse_args()
-    rows, unpaired, paired, loads, independent, inside = [], [], [], [], [], []
+    rows, unpaired, paired, loads = [], [], [], []
+    independent: dict[int, list[float]] = {0: [], 50: []}  # by uncounted calls a block (0: the issue's method)
+    inside: dict[int, list[bool]] = {0: [], 50: []}
     start = time.perf_counter()
     machine = ""
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,19 +56,20 @@ def main() -> None:
             low, high = m["speedup.paired_ci95_low"], m["speedup.paired_ci95_high"]
             unpaired.append(fp32_p50 / m["latency.p50_ms"])
             paired.append(m["speedup.paired"])
-            check = "-"
+            checks = ["-", "-"]
             if args.backend == "onnxruntime":  # the same two artifacts, timed by a script that shares no code
                 fp32_onnx = next(Path(cells["fp32"]["cell_dir"]).glob("model_fp32.onnx"))
                 quant_onnx = next(a for a in cells[args.quant]["artifacts"] if a.endswith(".onnx"))
-                out = subprocess.run([sys.executable, str(HERE / "interleaved_ort.py"), str(fp32_onnx), quant_onnx,
-                                      "--threads", str(int(m.get("threads.intra_op", 2)))],
-                                     capture_output=True, text=True, check=True)
-                independent.append(json.loads(out.stdout.strip().splitlines()[-1])["speedup"])
-                inside.append(low <= independent[-1] <= high)
-                check = f"{independent[-1]:.3f} ({'inside' if inside[-1] else 'outside'})"
+                for i, settle in enumerate(independent):
+                    out = subprocess.run([sys.executable, str(HERE / "interleaved_ort.py"), str(fp32_onnx),
+                                          quant_onnx, "--threads", str(int(m.get("threads.intra_op", 2))),
+                                          "--settle-calls", str(settle)], capture_output=True, text=True, check=True)
+                    independent[settle].append(json.loads(out.stdout.strip().splitlines()[-1])["speedup"])
+                    inside[settle].append(low <= independent[settle][-1] <= high)
+                    checks[i] = f"{independent[settle][-1]:.3f} ({'inside' if inside[settle][-1] else 'outside'})"
             rows.append([str(run), f"{fp32_p50:.4f}", f"{m['latency.p50_ms']:.4f}", f"{unpaired[-1]:.3f}",
                          f"{m['speedup.paired']:.3f} [{low:.3f}, {high:.3f}]", f"{m['speedup.paired_blocks']:.0f}",
-                         cells[args.quant]["tags"].get("speedup.paired_stop", ""), check, loads[-1]])
+                         cells[args.quant]["tags"].get("speedup.paired_stop", ""), *checks, loads[-1]])
     wall = time.perf_counter() - start
 
     def cv(values: list[float]) -> float:
@@ -74,18 +77,21 @@ def main() -> None:
 
     table = markdown_table(["run", "FP32 cell p50 (ms)", "quantized cell p50 (ms)", "unpaired speed-up",
                             "paired speed-up [95 % CI]", "blocks", "stopped by", "independent (vs the CI)",
-                            "load avg 1/5/15 min"], rows)
+                            "independent, settled (vs the CI)", "load avg 1/5/15 min"], rows)
     summary = markdown_table(["speed-up", "mean", "CV"], [
         ["unpaired (two cells' p50s)", f"{statistics.mean(unpaired):.3f}", f"{cv(unpaired):.2f} %"],
         ["paired (interleaved in the cell)", f"{statistics.mean(paired):.3f}", f"{cv(paired):.2f} %"],
-        *([["independent interleaved timing (plain onnxruntime)", f"{statistics.mean(independent):.3f}",
-            f"{cv(independent):.2f} %"]] if len(independent) > 1 else [])])
+        *([[f"independent interleaved timing (plain onnxruntime, {settle} uncounted calls a block)",
+             f"{statistics.mean(values):.3f}", f"{cv(values):.2f} %"] for settle, values in independent.items()]
+          if len(independent[0]) > 1 else [])])
     cross_check = ""
-    if independent:
+    if independent[0]:
         cross_check = (
             f"\n\nIndependent check: after each run, benchmarks/interleaved_ort.py (plain onnxruntime, no qbench code) "
             f"timed that run's two .onnx artifacts, 40 blocks of 50 calls, FP32 then quantized, median of "
-            f"block-median ratios: inside qbench's paired CI in **{sum(inside)} of {len(inside)}** runs.")
+            f"block-median ratios: inside qbench's paired CI in **{sum(inside[0])} of {len(inside[0])}** runs; with "
+            f"50 uncounted calls first in each block (`--settle-calls 50`): **{sum(inside[50])} of "
+            f"{len(inside[50])}**.")
     verdict = "met" if cv(paired) <= 5 else "NOT met"
     write_section(
         "paired_stability", f"Speed-up stability: paired vs unpaired, {args.repeats} fresh runs",

@@ -236,10 +236,12 @@ class PairedConfig:
     reference on the same backend, interleaved in blocks; stops as the latency window does (its threshold)."""
 
     enabled: bool = True
-    # each block runs about this long (its call count set from the warm-up calls), at least min_block_calls calls
+    # each block runs about this long (its call count set from the warm-up calls), at least min_block_calls calls;
+    # its second half counts (the first absorbs the switch from the other model)
     block_ms: float = 100.0
     min_block_calls: int = 5
-    # the CI is read from 16 blocks on: a moving-block bootstrap of fewer has too few distinct resamples to trust
+    # the CI is read from 16 blocks (8 ABBA units) on: a moving-block bootstrap of fewer has too few distinct
+    # resamples to trust
     min_blocks: int = 16
     max_blocks: int = 40
     max_duration_s: float = 10.0

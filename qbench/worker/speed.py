@@ -116,8 +116,9 @@ def measure_paired(deployment: Deployment, reference: Deployment, workloads: lis
                          max_duration_s=paired.max_duration_s, threshold=lat_cfg.stability_threshold,
                          warmup_calls=max(2, lat_cfg.warmup_calls // 5))
     return result.metrics(), {"speedup.paired_stop": result.stop,
-                              "speedup.paired_method": "median of per-block FP32/quantized median ratios, ABBA "
-                                                       "blocks; 95 % moving-block bootstrap CI over blocks"}
+                              "speedup.paired_method": "median over ABBA units of FP32/quantized ratios of block "
+                                                       "medians (each block's second half); 95 % CI by batch "
+                                                       "means of 4 batches (window CI: moving-block bootstrap)"}
 
 
 def measure_load_scenario(deployment: Deployment, workloads: list[Workload], splits: DataSplits, cfg: QBenchConfig,
