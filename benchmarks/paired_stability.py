@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--quant", default="w8a8_pc")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--host-note", default="", help="what else ran on the host, written beside the table")
+    parser.add_argument("--independent-imports-torch", action="store_true",
+                        help="run the independent script in a process that has imported torch, as a qbench worker has")
     args = parser.parse_args()
     rows, unpaired, paired, loads = [], [], [], []
     independent: dict[int, list[float]] = {0: [], 50: []}  # by uncounted calls a block (0: the method)
@@ -61,9 +63,13 @@ def main() -> None:
                 fp32_onnx = next(Path(cells["fp32"]["cell_dir"]).glob("model_fp32.onnx"))
                 quant_onnx = next(a for a in cells[args.quant]["artifacts"] if a.endswith(".onnx"))
                 for i, settle in enumerate(independent):
-                    out = subprocess.run([sys.executable, str(HERE / "interleaved_ort.py"), str(fp32_onnx),
-                                          quant_onnx, "--threads", str(int(m.get("threads.intra_op", 2))),
-                                          "--settle-calls", str(settle)], capture_output=True, text=True, check=True)
+                    script = [str(HERE / "interleaved_ort.py"), str(fp32_onnx), quant_onnx, "--threads",
+                              str(int(m.get("threads.intra_op", 2))), "--settle-calls", str(settle)]
+                    prefix = ["-c", "import runpy, sys, torch; sys.argv = sys.argv[1:]; "
+                                    "runpy.run_path(sys.argv[0], run_name='__main__')"] \
+                        if args.independent_imports_torch else []
+                    out = subprocess.run([sys.executable, *prefix, *script], capture_output=True, text=True,
+                                         check=True)
                     independent[settle].append(json.loads(out.stdout.strip().splitlines()[-1])["speedup"])
                     inside[settle].append(low <= independent[settle][-1] <= high)
                     checks[i] = f"{independent[settle][-1]:.3f} ({'inside' if inside[settle][-1] else 'outside'})"
@@ -85,13 +91,15 @@ def main() -> None:
              f"{statistics.mean(values):.3f}", f"{cv(values):.2f} %"] for settle, values in independent.items()]
           if len(independent[0]) > 1 else [])])
     cross_check = ""
+    process = ("imported torch first, as a qbench worker does" if args.independent_imports_torch
+               else "imported only onnxruntime and numpy")
     if independent[0]:
         cross_check = (
             f"\n\nIndependent check: after each run, benchmarks/interleaved_ort.py (plain onnxruntime, no qbench code) "
             f"timed that run's two .onnx artifacts, 40 blocks of 50 calls, FP32 then quantized, median of "
             f"block-median ratios: inside qbench's paired CI in **{sum(inside[0])} of {len(inside[0])}** runs; with "
             f"50 uncounted calls first in each block (`--settle-calls 50`): **{sum(inside[50])} of "
-            f"{len(inside[50])}**.")
+            f"{len(inside[50])}**. The script's process {process}.")
     verdict = "met" if cv(paired) <= 5 else "NOT met"
     write_section(
         "paired_stability", f"Speed-up stability: paired vs unpaired, {args.repeats} fresh runs",
