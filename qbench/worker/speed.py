@@ -114,7 +114,9 @@ def measure_paired(deployment: Deployment, reference: Deployment, workloads: lis
                          block_ms=paired.block_ms, min_block_calls=paired.min_block_calls,
                          min_blocks=paired.min_blocks, max_blocks=paired.max_blocks,
                          max_duration_s=paired.max_duration_s, threshold=lat_cfg.stability_threshold,
-                         warmup_calls=max(2, lat_cfg.warmup_calls // 5))
+                         # each side's block size comes from the second half of its warm-up run: 2 calls gave the
+                         # second call after a switch (blocks of ~50 ms instead of 100 on resnet18 ORT)
+                         warmup_calls=max(10, lat_cfg.warmup_calls // 5))
     return result.metrics(), {"speedup.paired_stop": result.stop,
                               "speedup.paired_method": "median over ABBA units of FP32/quantized ratios of block "
                                                        "medians (each block's second half); 95 % CI by batch "
