@@ -29,8 +29,9 @@ import numpy as np
 from _common import latest_record, machine_line, markdown_table, run_qbench, write_section
 from interleaved_ort import block_median_ms, feeds, session
 
-from qbench.config import PairedConfig
+from qbench.config import LatencyConfig, PairedConfig
 from qbench.measure.paired import time_paired
+from qbench.worker.speed import paired_warmup_calls
 
 
 def timed(sess: object, inputs: dict[str, np.ndarray]) -> Callable[[], float]:
@@ -78,7 +79,7 @@ def main() -> None:
             result = time_paired(timed(reference, inputs), timed(candidate, inputs), block_ms=paired.block_ms,
                                  min_block_calls=paired.min_block_calls, min_blocks=paired.min_blocks,
                                  max_blocks=paired.max_blocks, max_duration_s=paired.max_duration_s,
-                                 threshold=0.02, warmup_calls=2)
+                                 threshold=0.02, warmup_calls=paired_warmup_calls(LatencyConfig()))
             estimate, low, high = result.interval()
             _, window_low, window_high = result.window_interval()
             estimates.append(estimate)

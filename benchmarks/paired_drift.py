@@ -56,11 +56,10 @@ def analyse(ref_blocks: list, cand_blocks: list) -> dict[str, float]:
         return np.array([np.median(b[len(b) // 2:] if half else b) for b in blocks])
 
     out: dict[str, float] = {}
-    for label, half in (("whole", False), ("half", True)):
+    for label, half in (("whole", False), ("half", True)):  # the loop ends on second halves: what qbench counts
         logs = np.log(per_block(ref_blocks, half) / per_block(cand_blocks, half))
         out[f"{label}.first_ratio"] = math.exp(np.median(logs[0::2]))  # pairs where FP32 ran first
         out[f"{label}.second_ratio"] = math.exp(np.median(logs[1::2]))
-    logs = np.log(per_block(ref_blocks, True) / per_block(cand_blocks, True))
     units = (logs[0::2] + logs[1::2]) / 2
     out["speedup"] = math.exp(np.median(units))
     for width in (8, 20):
@@ -78,8 +77,8 @@ def analyse(ref_blocks: list, cand_blocks: list) -> dict[str, float]:
         for kind in covered:
             out[f"w{width}.{kind}.cover"] = float(np.mean(covered[kind]))
             out[f"w{width}.{kind}.halfwidth"] = float(np.median(halfwidths[kind]))
-    hundred = [math.exp(np.median(units[i:i + 50])) for i in range(0, len(units), 50)]
-    out["drift_low"], out["drift_high"] = min(hundred), max(hundred)
+    fifty_unit = [math.exp(np.median(units[i:i + 50])) for i in range(0, len(units), 50)]
+    out["drift_low"], out["drift_high"] = min(fifty_unit), max(fifty_unit)
     return out
 
 

@@ -48,8 +48,8 @@ def test_interleaved_blocks_recover_the_true_ratio_under_drift() -> None:
 
 
 def test_the_switch_transient_after_the_other_model_does_not_bias_the_ratio() -> None:
-    """The first milliseconds after the other model ran are slow (measured on ONNX Runtime: FP32's first call 23x
-    its settled time, +8 % at calls 10-20), so a whole block's median favours whichever model ran first in its
+    """The first milliseconds after the other model ran are slow (measured on ONNX Runtime: FP32's first call 23-29x
+    its settled time, +12 % at calls 11-20), so a whole block's median favours whichever model ran first in its
     pair. Counting each block's second half and pairing AB with the BA after it recovers the true ratio."""
     last = {"model": "", "ms_since_switch": 0.0}
 

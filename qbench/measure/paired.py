@@ -20,15 +20,14 @@ its own run of warm-up calls (alternating warm-up calls are all first calls afte
 Its confidence interval has to hold across windows, not only within one: the ratio itself drifts over seconds
 to minutes on a shared host (resnet18 on ONNX Runtime, 2-core Xeon, quiet, one process: medians of 50 units,
 ~20 s each, ranged 0.99-1.07 within 3 minutes; 8-unit windows spread with an SD 2-3x the standard error that a
-bootstrap inside each window gives). Measured on two
-800-block series (benchmarks/paired_drift.py), against the same estimate from a window ~2 s later (a correct 95 %
-CI covers such a repeat ~83 % of the time: both carry the same noise): a moving-block bootstrap over units
-(Kuensch 1989) covered it 48-57 % of the time, batch means on medians (4 contiguous batches, t with 3 degrees of
-freedom; Schmeiser 1982) 67-84 %, at about twice the width. qbench reports the batch-means CI
-(``speedup.paired_ci95_*``) and keeps the moving-block one as the window's own precision
-(``speedup.paired_window_ci95_*``): the stopping rule reads the latter, since more blocks in the same window
-hardly narrow what drift adds (the batch-means half-width fell only from 0.037-0.040 to 0.034 between 8 and 20
-units). The median and its intervals, not a Hodges-Lehmann estimate: they are what the rest of qbench reports
+bootstrap inside each window gives). Measured on two 800-block series (benchmarks/paired_drift.py), against the
+same estimate from a window ~2 s later (a correct 95 % CI covers such a repeat ~83 % of the time: both carry the
+same noise): a moving-block bootstrap over units (Kuensch 1989) covered it 48-57 % of the time, batch means on
+medians (4 contiguous batches, t with 3 degrees of freedom; Schmeiser 1982) 67-84 %, at about twice the width.
+qbench reports the batch-means CI (``speedup.paired_ci95_*``) and keeps the moving-block one as the window's own
+precision (``speedup.paired_window_ci95_*``): the stopping rule reads the latter, since more blocks in the same
+window hardly narrow what drift adds (the batch-means half-width fell only from 0.037-0.040 to 0.034 between 8
+and 20 units). The median and its intervals, not a Hodges-Lehmann estimate: they are what the rest of qbench reports
 (the p50 and its CI), so the figures read alike.
 
 The window stops as the latency window does: after ``min_blocks`` once the window CI's relative half-width is
@@ -76,14 +75,15 @@ class PairedResult:
 
     def interval(self) -> tuple[float, float, float]:
         """Paired speed-up (median of per-unit ratios) and its 95 % CI from batch medians (what it reports)."""
-        logs = self.unit_log_ratios
-        low, high = batch_medians_ci(logs) if len(logs) > 1 else (logs[0], logs[0])
-        return math.exp(float(np.median(logs))), math.exp(low), math.exp(high)
+        return self._with_ci(batch_medians_ci)
 
     def window_interval(self) -> tuple[float, float, float]:
         """The same estimate with the window's own moving-block bootstrap CI (what the stopping rule reads)."""
+        return self._with_ci(block_bootstrap_median_ci)
+
+    def _with_ci(self, ci: Callable[[np.ndarray], tuple[float, float]]) -> tuple[float, float, float]:
         logs = self.unit_log_ratios
-        low, high = block_bootstrap_median_ci(logs) if len(logs) > 1 else (logs[0], logs[0])
+        low, high = ci(logs) if len(logs) > 1 else (logs[0], logs[0])
         return math.exp(float(np.median(logs))), math.exp(low), math.exp(high)
 
     def metrics(self) -> dict[str, float]:

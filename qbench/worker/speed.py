@@ -114,13 +114,17 @@ def measure_paired(deployment: Deployment, reference: Deployment, workloads: lis
                          block_ms=paired.block_ms, min_block_calls=paired.min_block_calls,
                          min_blocks=paired.min_blocks, max_blocks=paired.max_blocks,
                          max_duration_s=paired.max_duration_s, threshold=lat_cfg.stability_threshold,
-                         # each side's block size comes from the second half of its warm-up run: 2 calls gave the
-                         # second call after a switch (blocks of ~50 ms instead of 100 on resnet18 ORT)
-                         warmup_calls=max(10, lat_cfg.warmup_calls // 5))
+                         warmup_calls=paired_warmup_calls(lat_cfg))
     return result.metrics(), {"speedup.paired_stop": result.stop,
                               "speedup.paired_method": "median over ABBA units of FP32/quantized ratios of block "
                                                        "medians (each block's second half); 95 % CI by batch "
                                                        "means of 4 batches (window CI: moving-block bootstrap)"}
+
+
+def paired_warmup_calls(lat_cfg: LatencyConfig) -> int:
+    """Warm-up calls a side before the paired window: each side's block size comes from the second half of its
+    warm-up run, and 2 calls gave the second call after a switch (blocks of ~50 ms instead of 100, resnet18 ORT)."""
+    return max(10, lat_cfg.warmup_calls // 5)
 
 
 def measure_load_scenario(deployment: Deployment, workloads: list[Workload], splits: DataSplits, cfg: QBenchConfig,
